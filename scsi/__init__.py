@@ -1,0 +1,1 @@
+"""SCSI facts shared by the handler runtime and the initiator."""

@@ -1,0 +1,155 @@
+"""SCSI facts shared by both ends of the harness: the handler runtime (which builds
+status and sense) and the initiator (which sends CDBs and decodes sense).
+
+Values are from SPC-5 / SBC-4 and the Linux uapi headers. Keep this module free of
+logic: names and numbers only, so either side can import it cheaply.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Status(enum.IntEnum):
+    """SAM status byte."""
+
+    GOOD = 0x00
+    CHECK_CONDITION = 0x02
+    CONDITION_MET = 0x04
+    BUSY = 0x08
+    RESERVATION_CONFLICT = 0x18
+    TASK_SET_FULL = 0x28
+    ACA_ACTIVE = 0x30
+    TASK_ABORTED = 0x40
+
+
+class SenseKey(enum.IntEnum):
+    NO_SENSE = 0x0
+    RECOVERED_ERROR = 0x1
+    NOT_READY = 0x2
+    MEDIUM_ERROR = 0x3
+    HARDWARE_ERROR = 0x4
+    ILLEGAL_REQUEST = 0x5
+    UNIT_ATTENTION = 0x6
+    DATA_PROTECT = 0x7
+    BLANK_CHECK = 0x8
+    VENDOR_SPECIFIC = 0x9
+    COPY_ABORTED = 0xA
+    ABORTED_COMMAND = 0xB
+    VOLUME_OVERFLOW = 0xD
+    MISCOMPARE = 0xE
+    COMPLETED = 0xF
+
+
+class Asc(enum.IntEnum):
+    """Additional sense code + qualifier as one 16-bit number: (ASC << 8) | ASCQ."""
+
+    NO_ADDITIONAL_SENSE = 0x0000
+    LOGICAL_UNIT_NOT_READY_CAUSE_NOT_REPORTABLE = 0x0400
+    LOGICAL_UNIT_COMMUNICATION_FAILURE = 0x0800
+    WRITE_ERROR = 0x0C00
+    UNRECOVERED_READ_ERROR = 0x1100
+    MISCOMPARE_DURING_VERIFY = 0x1D00
+    PARAMETER_LIST_LENGTH_ERROR = 0x1A00
+    INVALID_COMMAND_OPERATION_CODE = 0x2000
+    LBA_OUT_OF_RANGE = 0x2100
+    INVALID_FIELD_IN_CDB = 0x2400
+    LOGICAL_UNIT_NOT_SUPPORTED = 0x2500
+    INVALID_FIELD_IN_PARAMETER_LIST = 0x2600
+    WRITE_PROTECTED = 0x2700
+    POWER_ON_RESET_OR_BUS_DEVICE_RESET = 0x2900
+    PARAMETERS_CHANGED = 0x2A00
+    MODE_PARAMETERS_CHANGED = 0x2A01
+    RESERVATIONS_PREEMPTED = 0x2A03
+    CAPACITY_DATA_HAS_CHANGED = 0x2A09
+    SAVING_PARAMETERS_NOT_SUPPORTED = 0x3900
+    REPORTED_LUNS_DATA_HAS_CHANGED = 0x3F0E
+    INTERNAL_TARGET_FAILURE = 0x4400
+    INSUFFICIENT_REGISTRATION_RESOURCES = 0x5504
+
+    @property
+    def asc(self) -> int:
+        return self.value >> 8
+
+    @property
+    def ascq(self) -> int:
+        return self.value & 0xFF
+
+
+class Opcode(enum.IntEnum):
+    TEST_UNIT_READY = 0x00
+    REQUEST_SENSE = 0x03
+    FORMAT_UNIT = 0x04
+    READ_6 = 0x08
+    WRITE_6 = 0x0A
+    INQUIRY = 0x12
+    MODE_SELECT_6 = 0x15
+    RESERVE_6 = 0x16
+    RELEASE_6 = 0x17
+    MODE_SENSE_6 = 0x1A
+    START_STOP_UNIT = 0x1B
+    SEND_DIAGNOSTIC = 0x1D
+    PREVENT_ALLOW_MEDIUM_REMOVAL = 0x1E
+    READ_CAPACITY_10 = 0x25
+    READ_10 = 0x28
+    WRITE_10 = 0x2A
+    WRITE_AND_VERIFY_10 = 0x2E
+    VERIFY_10 = 0x2F
+    PRE_FETCH_10 = 0x34
+    SYNCHRONIZE_CACHE_10 = 0x35
+    WRITE_BUFFER = 0x3B
+    READ_BUFFER = 0x3C
+    WRITE_SAME_10 = 0x41
+    UNMAP = 0x42
+    XDWRITEREAD_10 = 0x53
+    MODE_SELECT_10 = 0x55
+    RESERVE_10 = 0x56
+    RELEASE_10 = 0x57
+    MODE_SENSE_10 = 0x5A
+    PERSISTENT_RESERVE_IN = 0x5E
+    PERSISTENT_RESERVE_OUT = 0x5F
+    VARIABLE_LENGTH = 0x7F
+    EXTENDED_COPY = 0x83
+    RECEIVE_COPY_RESULTS = 0x84
+    ATA_PASS_THROUGH_16 = 0x85
+    READ_16 = 0x88
+    COMPARE_AND_WRITE = 0x89
+    WRITE_16 = 0x8A
+    WRITE_AND_VERIFY_16 = 0x8E
+    VERIFY_16 = 0x8F
+    PRE_FETCH_16 = 0x90
+    SYNCHRONIZE_CACHE_16 = 0x91
+    WRITE_SAME_16 = 0x93
+    SERVICE_ACTION_IN_16 = 0x9E
+    REPORT_LUNS = 0xA0
+    MAINTENANCE_IN = 0xA3
+    MAINTENANCE_OUT = 0xA4
+    READ_12 = 0xA8
+    WRITE_12 = 0xAA
+    WRITE_AND_VERIFY_12 = 0xAE
+    VERIFY_12 = 0xAF
+
+
+class ServiceAction(enum.IntEnum):
+    """Service actions of the opcodes that multiplex on one (byte 1, low 5 bits)."""
+
+    READ_CAPACITY_16 = 0x10  # SERVICE ACTION IN(16)
+    GET_LBA_STATUS = 0x12  # SERVICE ACTION IN(16)
+    REPORT_SUPPORTED_OPERATION_CODES = 0x0C  # MAINTENANCE IN
+    REPORT_SUPPORTED_TASK_MANAGEMENT_FUNCTIONS = 0x0D  # MAINTENANCE IN
+    REPORT_TARGET_PORT_GROUPS = 0x0A  # MAINTENANCE IN
+
+
+class PeripheralType(enum.IntEnum):
+    DIRECT_ACCESS = 0x00
+    SEQUENTIAL_ACCESS = 0x01
+    CDROM = 0x05
+    NO_DEVICE = 0x1F
+
+
+FIXED_SENSE_CURRENT = 0x70
+FIXED_SENSE_DEFERRED = 0x71
+DESCRIPTOR_SENSE_CURRENT = 0x72
+DESCRIPTOR_SENSE_DEFERRED = 0x73
+SENSE_VALID = 0x80  # fixed format byte 0: INFORMATION field is valid
+SENSE_BUFFER_SIZE = 96  # TCMU_SENSE_BUFFERSIZE and the kernel's SCSI_SENSE_BUFFERSIZE

@@ -1,0 +1,190 @@
+"""The handler API: what a TCMU handler author implements and what the runtime hands it.
+
+A handler receives one `Command` per CMD ring entry and answers with a `Result`.
+The runtime (tcmu.runner / tcmu.ring) owns the ring; a handler never touches it.
+
+    class Zeroes(Handler):
+        def handle(self, cmd: Command) -> Result:
+            if cmd.cdb[0] == Opcode.READ_10:
+                cmd.iov.fill(0)
+                return Result.good()
+            return Result.check_condition(sense.fixed(SenseKey.ILLEGAL_REQUEST,
+                                                      Asc.INVALID_COMMAND_OPERATION_CODE))
+
+Data direction: TCMU does not say which way a non-BIDI command's data flows. The
+kernel copies data-out into `cmd.iov` before queueing (WRITE & co.) and copies `cmd.iov`
+back to the initiator after completion (READ & co.); the handler knows which from the
+CDB. BIDI commands (XDWRITEREAD) carry data-out in `cmd.iov` and data-in space in
+`cmd.bidi_iov`.
+
+Deferred completion: `handle()` may return None and later call `cmd.complete(result)`
+from any thread; the runtime then completes out of order when the kernel offers
+CAP_OOOC, so a slow command does not block fast ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import ClassVar
+
+from scsi.constants import Status
+
+
+class ScatterBuffer:
+    """The data buffer of one command: the iovecs of a ring entry, as zero-copy views.
+
+    `views` are memoryviews straight into the shared data area; keep no reference to
+    them after the command completes (the kernel reuses the pages).
+    """
+
+    __slots__ = ("views", "_len")
+
+    def __init__(self, views: Sequence[memoryview]) -> None:
+        self.views: list[memoryview] = list(views)
+        self._len = sum(len(v) for v in self.views)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def read(self, offset: int = 0, length: int | None = None) -> bytes:
+        """Gather `length` bytes starting at `offset` (default: to the end)."""
+        end = self._len if length is None else min(self._len, offset + length)
+        out = bytearray()
+        pos = 0
+        for view in self.views:
+            vend = pos + len(view)
+            if vend > offset and pos < end:
+                out += view[max(offset - pos, 0) : min(end, vend) - pos]
+            pos = vend
+            if pos >= end:
+                break
+        return bytes(out)
+
+    def write(self, data: bytes | bytearray | memoryview, offset: int = 0) -> int:
+        """Scatter `data` at `offset`; returns the number of bytes stored (may be short
+        when the buffer is smaller than the data: that is the allocation length rule)."""
+        src = memoryview(data).cast("B")
+        end = min(self._len, offset + len(src))
+        pos = 0
+        done = 0
+        for view in self.views:
+            vend = pos + len(view)
+            if vend > offset and pos < end:
+                start = max(offset - pos, 0)
+                stop = min(end, vend) - pos
+                view[start:stop] = src[done : done + (stop - start)]
+                done += stop - start
+            pos = vend
+            if pos >= end:
+                break
+        return done
+
+    def fill(self, byte: int = 0, offset: int = 0, length: int | None = None) -> None:
+        end = self._len if length is None else min(self._len, offset + length)
+        if end > offset:
+            self.write(bytes([byte]) * (end - offset), offset)
+
+
+EMPTY_BUFFER = ScatterBuffer(())
+
+
+@dataclasses.dataclass(slots=True)
+class Command:
+    """One SCSI command taken off the ring."""
+
+    cmd_id: int
+    cdb: bytes
+    iov: ScatterBuffer
+    bidi_iov: ScatterBuffer = EMPTY_BUFFER
+    # Set by the runtime; calling it completes a deferred command (any thread).
+    _completer: Callable[[Command, Result], None] | None = dataclasses.field(
+        default=None, repr=False
+    )
+
+    @property
+    def opcode(self) -> int:
+        return self.cdb[0]
+
+    def complete(self, result: Result) -> None:
+        """Complete a command whose handle() returned None. Thread-safe."""
+        if self._completer is None:
+            raise RuntimeError(f"command {self.cmd_id} is not deferred; return the Result instead")
+        self._completer(self, result)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Result:
+    """A handler's answer to one command.
+
+    data: data-in bytes; the runtime copies them into `cmd.iov` (or `cmd.bidi_iov`
+      for BIDI), truncated to the buffer (the allocation length rule). A handler that
+      filled the iovecs itself leaves data None.
+    read_len: how many data-in bytes are valid, when fewer than the buffer holds; the
+      runtime reports it to the kernel (READ_LEN) when the kernel offers CAP_READ_LEN,
+      so the initiator sees a residual. With `data` given and read_len None, the runtime
+      uses len(data) capped at the buffer size.
+    """
+
+    status: int = Status.GOOD
+    sense: bytes = b""
+    data: bytes | None = None
+    read_len: int | None = None
+
+    @classmethod
+    def good(cls, data: bytes | None = None, read_len: int | None = None) -> Result:
+        return cls(Status.GOOD, b"", data, read_len)
+
+    @classmethod
+    def check_condition(cls, sense: bytes) -> Result:
+        return cls(Status.CHECK_CONDITION, sense)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    """What the runtime knows of the device a handler serves (from sysfs/configfs)."""
+
+    uio: str  # "uio0"
+    name: str  # UIO name: "tcm-user/<hba>/<dev_name>/<dev_config>"
+    hba: int
+    dev_name: str
+    config: str  # dev_config: "<subtype>/<rest>"
+    size: int  # bytes (dev_size)
+    block_size: int  # hw_block_size
+    write_cache: bool
+
+    @property
+    def subtype(self) -> str:
+        return self.config.split("/", 1)[0]
+
+    @property
+    def cfgstring(self) -> str:
+        """dev_config after the subtype: handler-specific (a file path, say)."""
+        return self.config.split("/", 1)[1] if "/" in self.config else ""
+
+
+class Handler:
+    """Base class of every handler. Override handle(); open()/close() are optional.
+
+    Options come from the handler spec (`module:Class key=value ...`) as strings; a
+    subclass declares the ones it takes as keyword arguments of __init__ and rejects
+    unknown ones (the base does, with a clear message).
+    """
+
+    subtype: ClassVar[str] = "harness"
+
+    def __init__(self, device: DeviceInfo, **options: str) -> None:
+        if options:
+            raise TypeError(
+                f"{type(self).__name__} takes no option(s) {', '.join(sorted(options))}"
+            )
+        self.device = device
+
+    def open(self) -> None:
+        """Called once before the first command (after the ring is mapped)."""
+
+    def close(self) -> None:
+        """Called once when the device goes away or the runner stops."""
+
+    def handle(self, cmd: Command) -> Result | None:
+        raise NotImplementedError
