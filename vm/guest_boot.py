@@ -1,0 +1,43 @@
+"""The per-VM stage2 script: what the guest runs after /init switched to the host root.
+
+It mounts configfs, puts the kernel's modules at /lib/modules/<version> (for kmod
+tools), prepares what rtslib needs, and runs the guest agent from the host's checkout
+with the host's interpreter. When the agent exits, the guest powers off.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping
+from pathlib import Path
+
+GUEST_RUN_DIR = "/run/tcmu-harness"
+
+
+def stage2_script(
+    *,
+    kernel_version: str,
+    modules_dir: Path,
+    python: str,
+    project_dir: Path,
+    env: Mapping[str, str],
+) -> str:
+    q = shlex.quote
+    exports = " ".join(f"{k}={q(v)}" for k, v in sorted(env.items()))
+    mod_target = f"/lib/modules/{kernel_version}"
+    return f"""#!/bin/sh
+# tcmu-harness stage2 (generated per VM by vm/guest_boot.py)
+console() {{ echo "tcmu-harness: $*" > /dev/console; }}
+mount -t configfs configfs /sys/kernel/config || console "cannot mount configfs"
+mkdir -p {q(mod_target)} && mount --bind {q(str(modules_dir))} {q(mod_target)} \\
+    || console "cannot bind the kernel modules at {mod_target}"
+mkdir -p /etc/target {GUEST_RUN_DIR}/handlers
+hostname tcmu-harness-guest
+export {exports}
+cd {q(str(project_dir))} || console "cannot enter {project_dir}"
+{q(python)} -m vm.agent
+console "guest agent exited with status $?; powering off"
+sync
+echo o > /proc/sysrq-trigger
+sleep 60
+"""

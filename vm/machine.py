@@ -1,0 +1,373 @@
+"""One QEMU guest with the TCMU kernel: boot it, talk to its agent, shut it down.
+
+    with VirtualMachine(VmConfig(kernel="deb:6.12")) as vm:
+        print(vm.run(["uname", "-r"]).stdout)
+
+Boot: resolve the kernel (vm/kernel.py), build or reuse its initramfs
+(vm/initramfs.py), choose KVM or TCG (vm/accel.py), write the per-VM boot script
+(vm/guest_boot.py) into a private temp dir, start QEMU (vm/qemu.py) and wait for the
+agent's hello on the unix socket QEMU connects to. Every step is bounded; on any
+failure, and on close(), QEMU is reaped (poweroff, grace, SIGTERM, SIGKILL) and the
+temp dir removed. QEMU also dies with its parent (PR_SET_PDEATHSIG), so not even a
+SIGKILL of the test run leaves a guest behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vm import guest_boot
+from vm.accel import choose_accel
+from vm.client import AgentClient, AgentTimeout, LostVMError, VMError
+from vm.config import VmConfig
+from vm.initramfs import STAGE2, build_initramfs
+from vm.kernel import Kernel, parse_kernel_spec, resolve_kernel
+from vm.qemu import QemuLaunch, qemu_argv
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+_PR_SET_PDEATHSIG = 1
+
+
+class CommandFailed(VMError):
+    pass
+
+
+@dataclass(frozen=True)
+class RunResult:
+    argv: list[str]
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+    timed_out: bool
+    duration: float
+
+    @property
+    def text(self) -> str:
+        return self.stdout.decode(errors="replace")
+
+    def check(self) -> RunResult:
+        if self.timed_out or self.exit_code != 0:
+            what = "timed out" if self.timed_out else f"exited with status {self.exit_code}"
+            tail = self.stderr.decode(errors="replace").strip()[-2000:]
+            raise CommandFailed(f"guest command {' '.join(self.argv)} {what}: {tail}")
+        return self
+
+
+@dataclass(frozen=True)
+class KmsgRecord:
+    seq: int
+    level: int  # 0 emerg .. 7 debug
+    usec: int  # since boot
+    text: str
+
+    def __str__(self) -> str:
+        return f"[{self.usec / 1e6:12.6f}] {self.text}"
+
+
+@dataclass(frozen=True)
+class KernelLog:
+    records: list[KmsgRecord]
+    last_seq: int  # pass as `since` to get only what comes after
+
+    def __str__(self) -> str:
+        return "\n".join(map(str, self.records))
+
+
+@dataclass
+class BootTimings:
+    kernel_s: float = 0.0  # resolve (and fetch, first time) the kernel
+    initramfs_s: float = 0.0
+    accel_s: float = 0.0
+    boot_s: float = 0.0  # QEMU start -> agent hello
+    first_command_s: float = 0.0  # hello -> first request answered
+    total_s: float = 0.0  # start() entry -> first request answered
+
+    def summary(self) -> str:
+        return (
+            f"{self.total_s:.1f} s to the first guest command (kernel {self.kernel_s:.1f} s, "
+            f"initramfs {self.initramfs_s:.1f} s, accelerator choice {self.accel_s:.1f} s, "
+            f"QEMU start to agent {self.boot_s:.1f} s, first command {self.first_command_s:.2f} s)"
+        )
+
+
+def _set_pdeathsig() -> None:  # runs in the QEMU child between fork and exec
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+@dataclass
+class VirtualMachine:
+    config: VmConfig = field(default_factory=VmConfig)
+    log: Callable[[str], None] = lambda message: None
+    name: str = "vm"
+
+    kernel: Kernel | None = field(default=None, init=False)
+    accel: str = field(default="", init=False)
+    accel_reason: str = field(default="", init=False)
+    timings: BootTimings = field(default_factory=BootTimings, init=False)
+    console_log: Path | None = field(default=None, init=False)
+    _tmp: Path | None = field(default=None, init=False, repr=False)
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _client: AgentClient | None = field(default=None, init=False, repr=False)
+
+    # -- life cycle --------------------------------------------------------------
+
+    def __enter__(self) -> VirtualMachine:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> VirtualMachine:
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _start(self) -> None:
+        cfg = self.config
+        t0 = time.monotonic()
+        spec = parse_kernel_spec(cfg.kernel)
+        self.kernel = kernel = resolve_kernel(spec, cfg.cache_dir, log=self.log)
+        t1 = time.monotonic()
+        initramfs = build_initramfs(kernel.modules_dir, cfg.cache_dir)
+        t2 = time.monotonic()
+        choice = choose_accel(cfg.accel, cfg.qemu_binary, kernel.image, cfg.cache_dir)
+        self.accel, self.accel_reason = choice.accel, choice.reason
+        t3 = time.monotonic()
+
+        self._tmp = tmp = Path(tempfile.mkdtemp(prefix="tcmu-harness-vm-"))  # mode 0700
+        share = tmp / "share"
+        share.mkdir()
+        (share / STAGE2).write_text(
+            guest_boot.stage2_script(
+                kernel_version=kernel.version,
+                modules_dir=kernel.modules_dir,
+                python=sys.executable,
+                project_dir=PROJECT_DIR,
+                env=self._guest_env(),
+            )
+        )
+        if cfg.log_dir is not None:
+            cfg.log_dir.mkdir(parents=True, exist_ok=True)
+            self.console_log = cfg.log_dir / f"{self.name}-console.log"
+        else:
+            self.console_log = tmp / "console.log"
+        sock_path = tmp / "agent.sock"
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(str(sock_path))
+            os.chmod(sock_path, 0o600)
+            listener.listen(1)
+            launch = QemuLaunch(
+                binary=cfg.qemu_binary,
+                accel=choice.accel,
+                cpus=cfg.cpus,
+                memory_mb=cfg.memory_mb,
+                kernel_image=kernel.image,
+                initramfs=initramfs,
+                share_dir=share,
+                agent_socket=sock_path,
+                console_log=self.console_log,
+                name=f"tcmu-harness-{self.name}",
+            )
+            self.log(f"booting {kernel.version} under {choice.accel} ({choice.reason})")
+            with open(tmp / "qemu.stderr", "wb") as stderr:
+                self._proc = subprocess.Popen(
+                    qemu_argv(launch),
+                    stdin=subprocess.DEVNULL,
+                    stdout=stderr,
+                    stderr=stderr,
+                    start_new_session=True,  # Ctrl-C reaches us, and we shut QEMU down
+                    preexec_fn=_set_pdeathsig,
+                )
+            conn = self._accept(listener, t3 + cfg.boot_timeout)
+        finally:
+            listener.close()
+        self._client = AgentClient(conn, self._describe_loss)
+        hello = self._client.wait_hello(max(1.0, t3 + cfg.boot_timeout - time.monotonic()))
+        t4 = time.monotonic()
+        if hello.get("kernel") != kernel.version:
+            raise LostVMError(
+                f"the guest runs kernel {hello.get('kernel')} but {kernel.version} was booted"
+            )
+        self.ping()
+        t5 = time.monotonic()
+        self.timings = BootTimings(t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t5 - t0)
+        self.log(f"VM ready: {self.timings.summary()}")
+
+    def _guest_env(self) -> dict[str, str]:
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            "HOME": "/root",
+            "LANG": "C.UTF-8",
+            "PYTHONPATH": str(PROJECT_DIR),
+            "PYTHONDONTWRITEBYTECODE": "1",  # the guest's writes vanish anyway
+            "PYTHONUNBUFFERED": "1",
+            "TCMU_HARNESS_GUEST": "1",
+        }
+        if "VIRTUAL_ENV" in os.environ:
+            env["VIRTUAL_ENV"] = os.environ["VIRTUAL_ENV"]
+        return env
+
+    def _accept(self, listener: socket.socket, deadline: float) -> socket.socket:
+        listener.settimeout(0.2)
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                if self._proc is not None and self._proc.poll() is not None:
+                    raise LostVMError(f"QEMU did not start: {self._describe_loss()}") from None
+                if time.monotonic() > deadline:
+                    raise AgentTimeout(
+                        f"QEMU did not connect the agent channel within "
+                        f"{self.config.boot_timeout:.0f} s"
+                    ) from None
+                continue
+            conn.settimeout(None)
+            return conn
+
+    def _describe_loss(self) -> str:
+        parts = []
+        if self._proc is not None:
+            code = self._proc.poll()
+            if code is None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    code = self._proc.wait(timeout=2)
+            parts.append("QEMU is still running" if code is None else f"QEMU exited ({code})")
+        if self._tmp is not None:
+            stderr = _tail(self._tmp / "qemu.stderr", 5)
+            if stderr:
+                parts.append(f"QEMU said: {stderr}")
+        if self.console_log is not None:
+            console = _tail(self.console_log, 15)
+            if console:
+                parts.append(f"last console lines ({self.console_log}):\n{console}")
+        return "; ".join(parts)
+
+    def close(self) -> None:
+        """Power off and reap. Idempotent; safe at any point of a failed start()."""
+        if self._client is not None:
+            if self._client.lost is None:
+                with contextlib.suppress(VMError):
+                    self._client.request("poweroff", timeout=5)
+            self._client.close()
+            self._client = None
+        if self._proc is not None:
+            _reap(self._proc, self.config.shutdown_grace)
+            self._proc = None
+        if self._tmp is not None:
+            if self.console_log is not None and self.console_log.parent == self._tmp:
+                self.console_log = None  # it goes with the temp dir
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    # -- guest access --------------------------------------------------------------
+
+    @property
+    def alive(self) -> bool:
+        return self._client is not None and self._client.lost is None
+
+    @property
+    def kernel_version(self) -> str:
+        return self._agent.hello["kernel"]
+
+    @property
+    def share_dir(self) -> Path:
+        """Host path of the per-VM share; the guest sees it at vm.initramfs.SHARE_MOUNT."""
+        if self._tmp is None:
+            raise LostVMError("the VM is not running")
+        return self._tmp / "share"
+
+    @property
+    def _agent(self) -> AgentClient:
+        if self._client is None:
+            raise LostVMError("the VM is not running")
+        return self._client
+
+    def request(self, op: str, timeout: float | None = None, **args: Any) -> Any:
+        return self._agent.request(
+            op, args, timeout=self.config.request_timeout if timeout is None else timeout
+        )
+
+    def ping(self) -> float:
+        return self.request("ping", timeout=30)["uptime"]
+
+    def run(
+        self,
+        argv: list[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        timeout: float = 60.0,
+        input: bytes | None = None,
+        check: bool = False,
+        on_output: Callable[[str, bytes], None] | None = None,
+    ) -> RunResult:
+        """Run argv in the guest as root. The guest kills it after `timeout` seconds
+        (timed_out=True); the host waits a little longer before declaring the VM hung."""
+        args = {"argv": list(argv), "env": dict(env or {}), "cwd": cwd, "timeout": timeout,
+                "input": input, "stream": on_output is not None}  # fmt: skip
+        result = self._agent.request("run", args, timeout=timeout + 30, on_event=on_output)
+        run = RunResult(list(argv), result["exit_code"], result["stdout"], result["stderr"],
+                        result["timed_out"], result["duration"])  # fmt: skip
+        return run.check() if check else run
+
+    def read_file(self, path: str, *, max_size: int = 64 << 20) -> bytes:
+        return self.request("read_file", path=path, max_size=max_size)
+
+    def write_file(self, path: str, data: bytes, *, mode: int | None = None) -> None:
+        self.request("write_file", path=path, data=data, mode=mode)
+
+    def kernel_log(self, since: int | None = None) -> KernelLog:
+        answer = self.request("kmsg", since=since)
+        return KernelLog([KmsgRecord(*r) for r in answer["records"]], answer["last_seq"])
+
+    def kernel_log_mark(self) -> int:
+        return self.kernel_log(since=sys.maxsize).last_seq
+
+    def call(self, fn: str, /, *, timeout: float | None = None, **kwargs: Any) -> Any:
+        """Call a guest-side function `package.module:function` (see vm/agent.py)."""
+        return self.request("call", timeout=timeout, fn=fn, kwargs=kwargs)
+
+
+def _reap(proc: subprocess.Popen[bytes], grace: float) -> None:
+    try:
+        proc.wait(timeout=grace)
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 30.0)):
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 16384))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.strip().splitlines()[-lines:])
