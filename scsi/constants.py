@@ -36,6 +36,7 @@ class SenseKey(enum.IntEnum):
     VENDOR_SPECIFIC = 0x9
     COPY_ABORTED = 0xA
     ABORTED_COMMAND = 0xB
+    OBSOLETE_C = 0xC  # was EQUAL; listed so that every 4-bit key value decodes
     VOLUME_OVERFLOW = 0xD
     MISCOMPARE = 0xE
     COMPLETED = 0xF
@@ -153,3 +154,37 @@ DESCRIPTOR_SENSE_CURRENT = 0x72
 DESCRIPTOR_SENSE_DEFERRED = 0x73
 SENSE_VALID = 0x80  # fixed format byte 0: INFORMATION field is valid
 SENSE_BUFFER_SIZE = 96  # TCMU_SENSE_BUFFERSIZE and the kernel's SCSI_SENSE_BUFFERSIZE
+
+
+class PrInAction(enum.IntEnum):
+    """PERSISTENT RESERVE IN service actions (SPC-4 6.15)."""
+
+    READ_KEYS = 0x00
+    READ_RESERVATION = 0x01
+    REPORT_CAPABILITIES = 0x02
+    READ_FULL_STATUS = 0x03
+
+
+class PrOutAction(enum.IntEnum):
+    """PERSISTENT RESERVE OUT service actions (SPC-4 6.16)."""
+
+    REGISTER = 0x00
+    RESERVE = 0x01
+    RELEASE = 0x02
+    CLEAR = 0x03
+    PREEMPT = 0x04
+    PREEMPT_AND_ABORT = 0x05
+    REGISTER_AND_IGNORE_EXISTING_KEY = 0x06
+    REGISTER_AND_MOVE = 0x07
+    REPLACE_LOST_RESERVATION = 0x08
+
+
+class PrType(enum.IntEnum):
+    """Persistent reservation TYPE field (scope LU_SCOPE = 0)."""
+
+    WRITE_EXCLUSIVE = 0x1
+    EXCLUSIVE_ACCESS = 0x3
+    WRITE_EXCLUSIVE_REGISTRANTS_ONLY = 0x5
+    EXCLUSIVE_ACCESS_REGISTRANTS_ONLY = 0x6
+    WRITE_EXCLUSIVE_ALL_REGISTRANTS = 0x7
+    EXCLUSIVE_ACCESS_ALL_REGISTRANTS = 0x8

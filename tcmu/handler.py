@@ -38,11 +38,20 @@ class ScatterBuffer:
     them after the command completes (the kernel reuses the pages).
     """
 
-    __slots__ = ("views", "_len")
+    __slots__ = ("_len", "views")
 
     def __init__(self, views: Sequence[memoryview]) -> None:
         self.views: list[memoryview] = list(views)
         self._len = sum(len(v) for v in self.views)
+
+    @classmethod
+    def of_views(cls, views: list[memoryview], length: int) -> ScatterBuffer:
+        """Wrap `views` (not copied) whose lengths sum to `length`: the runtime's
+        per-command fast path."""
+        buf = cls.__new__(cls)
+        buf.views = views
+        buf._len = length
+        return buf
 
     def __len__(self) -> int:
         return self._len
@@ -188,3 +197,8 @@ class Handler:
 
     def handle(self, cmd: Command) -> Result | None:
         raise NotImplementedError
+
+    def tmr(self, tmr_type: int, cmd_ids: list[int]) -> None:
+        """Optional: a task management notification (tcmu.layout.TmrType) naming the
+        cmd_ids of in-flight commands it affects. Informational: those commands must
+        still be completed. Needs attrib/tmr_notification=1 on the device."""

@@ -50,7 +50,9 @@ def probe_initramfs(busybox: Path) -> bytes:
     )
 
 
-def probe_kvm(qemu_binary: str, kernel_image: Path, timeout: float = PROBE_TIMEOUT) -> tuple[bool, str]:
+def probe_kvm(
+    qemu_binary: str, kernel_image: Path, timeout: float = PROBE_TIMEOUT
+) -> tuple[bool, str]:
     if not os.path.exists("/dev/kvm"):
         return False, "/dev/kvm does not exist"
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):

@@ -95,8 +95,9 @@ class KernelLog:
 
 
 class Agent:
-    def __init__(self, fd: int, kmsg: KernelLog | None) -> None:
+    def __init__(self, fd: int, kmsg: KernelLog | None, warmup: tuple[str, ...] = ()) -> None:
         self._fd = fd
+        self._warmup = warmup
         self._write_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="request")
         self._kmsg = kmsg
@@ -128,6 +129,8 @@ class Agent:
                 uptime=_uptime(),
             )
         )
+        if self._warmup:
+            threading.Thread(target=self._warm, name="warmup", daemon=True).start()
         decoder = protocol.FrameDecoder()
         while not self._stop.is_set():
             chunk = os.read(self._fd, 1 << 20)
@@ -136,6 +139,15 @@ class Agent:
             for message in decoder.feed(chunk):
                 self._pool.submit(self._dispatch, message)
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _warm(self) -> None:
+        """Call the warm-up functions (e.g. start the handler forkserver) while the
+        host is still busy with its first requests; failures go to the console."""
+        for fn in self._warmup:
+            try:
+                self.op_call(-1, fn)
+            except Exception:
+                traceback.print_exc()
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         req_id = message.get("id", -1)
@@ -271,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vm.agent", description=__doc__)
     parser.add_argument("--port-name", default=protocol.PORT_NAME)
     parser.add_argument("--port", help="device path (default: found by --port-name)")
+    parser.add_argument("--warm", action="append", default=[], metavar="MODULE:FUNCTION",
+                        help="call this in the background after start (repeatable)")
     args = parser.parse_args(argv)
     path = args.port or find_port(args.port_name)
     fd = os.open(path, os.O_RDWR)
@@ -278,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         kmsg = KernelLog()
     except OSError:
         kmsg = None
-    Agent(fd, kmsg).serve()
+    Agent(fd, kmsg, tuple(args.warm)).serve()
     return 0
 
 

@@ -8,6 +8,7 @@ bounded: a guest that stops answering raises AgentTimeout, a guest that is gone
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import socket
 import threading
@@ -117,10 +118,8 @@ class AgentClient:
 
     def close(self) -> None:
         self._closing = True
-        try:
+        with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         self._sock.close()
         self._reader.join(timeout=5)
 

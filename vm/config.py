@@ -41,6 +41,9 @@ class VmConfig:
     # Between the poweroff request and SIGKILL of QEMU.
     shutdown_grace: float = 10.0
     qemu_binary: str = "qemu-system-x86_64"
+    # Guest functions the agent calls in the background as soon as it runs: the
+    # handler forkserver takes seconds to import under TCG, so start it during boot.
+    guest_warmup: tuple[str, ...] = ("lio.lun:warm",)
 
     def __post_init__(self) -> None:
         if self.accel not in ACCELERATORS:

@@ -21,10 +21,12 @@ def stage2_script(
     python: str,
     project_dir: Path,
     env: Mapping[str, str],
+    warmup: tuple[str, ...] = (),
 ) -> str:
     q = shlex.quote
     exports = " ".join(f"{k}={q(v)}" for k, v in sorted(env.items()))
     mod_target = f"/lib/modules/{kernel_version}"
+    warm = "".join(f" --warm {q(fn)}" for fn in warmup)
     return f"""#!/bin/sh
 # tcmu-harness stage2 (generated per VM by vm/guest_boot.py)
 console() {{ echo "tcmu-harness: $*" > /dev/console; }}
@@ -35,7 +37,7 @@ mkdir -p /etc/target {GUEST_RUN_DIR}/handlers
 hostname tcmu-harness-guest
 export {exports}
 cd {q(str(project_dir))} || console "cannot enter {project_dir}"
-{q(python)} -m vm.agent
+{q(python)} -m vm.agent{warm}
 console "guest agent exited with status $?; powering off"
 sync
 echo o > /proc/sysrq-trigger

@@ -80,7 +80,7 @@ def cpio_newc(entries: Iterable[CpioEntry]) -> bytes:
         pad4()
 
     ino = 0
-    for ino, entry in enumerate(entries, start=1):  # noqa: B007 (ino used after the loop)
+    for ino, entry in enumerate(entries, start=1):  # ino is used after the loop
         record(ino, entry)
     record(ino + 1, CpioEntry("TRAILER!!!", 0))
     return bytes(out)

@@ -161,6 +161,7 @@ class VirtualMachine:
                 python=sys.executable,
                 project_dir=PROJECT_DIR,
                 env=self._guest_env(),
+                warmup=cfg.guest_warmup,
             )
         )
         if cfg.log_dir is not None:
@@ -341,9 +342,10 @@ class VirtualMachine:
     def kernel_log_mark(self) -> int:
         return self.kernel_log(since=sys.maxsize).last_seq
 
-    def call(self, fn: str, /, *, timeout: float | None = None, **kwargs: Any) -> Any:
-        """Call a guest-side function `package.module:function` (see vm/agent.py)."""
-        return self.request("call", timeout=timeout, fn=fn, kwargs=kwargs)
+    def call(self, fn: str, /, *, call_timeout: float | None = None, **kwargs: Any) -> Any:
+        """Call a guest-side function `package.module:function` (see vm/agent.py) with
+        `kwargs`; `call_timeout` bounds the wait for its answer."""
+        return self.request("call", timeout=call_timeout, fn=fn, kwargs=kwargs)
 
 
 def _reap(proc: subprocess.Popen[bytes], grace: float) -> None:

@@ -1,0 +1,175 @@
+"""LUNs as a test or the CLI sees them, on the host: create, send CDBs, read what the
+handler saw, tear down. Everything runs in the guest through the agent:
+
+    host (this) --agent call--> lio.lun (configfs, handler process)
+                --agent call--> initiator.guest (SG_IO, sg3_utils) -> kernel -> ring
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from initiator import sg3 as sg3_types
+from initiator.result import CdbResult
+from vm.machine import VirtualMachine
+
+DEFAULT_HANDLER = "tcmu.handlers.ramdisk:RamDisk"
+DEFAULT_SIZE = 64 << 20
+
+
+@dataclass(frozen=True)
+class HandlerCommand:
+    """One command the handler completed (a line of its command log)."""
+
+    cmd_id: int
+    cdb: bytes
+    status: int
+    sense: bytes
+    t: float  # guest monotonic seconds at completion
+    us: float  # time inside the handler
+
+    @property
+    def opcode(self) -> int:
+        return self.cdb[0]
+
+
+@dataclass(frozen=True)
+class LunSpec:
+    """What to create. Defaults: the reference RAM disk, 64 MiB, 512-byte blocks."""
+
+    size: int = DEFAULT_SIZE
+    block_size: int = 512
+    handler: str = DEFAULT_HANDLER
+    handler_options: dict[str, str] = field(default_factory=dict)
+    config: str | None = None  # dev_config after the subtype (default: the LUN name)
+    attributes: dict[str, str | int] = field(default_factory=dict)  # attrib/ after creation
+    control: dict[str, str | int] = field(default_factory=dict)  # control before enable
+
+
+class Lun:
+    def __init__(self, vm: VirtualMachine, info: dict[str, Any]) -> None:
+        self.vm = vm
+        self.info = info
+        self.name: str = info["name"]
+        self.sg: str = info["sg"]  # /dev/sgN in the guest
+        self.sd: str = info["sd"]  # /dev/sdX in the guest
+        self.size: int = info["size"]
+        self.block_size: int = info["block_size"]
+        self.sg3 = Sg3(vm, self)
+
+    @property
+    def blocks(self) -> int:
+        return self.size // self.block_size
+
+    def __repr__(self) -> str:
+        return f"<Lun {self.name} {self.sg} {self.sd} {self.info['handler_spec']}>"
+
+    def cdb(
+        self,
+        cdb: bytes,
+        *,
+        data_out: bytes | None = None,
+        data_in_len: int = 0,
+        timeout: float = 30.0,
+    ) -> CdbResult:
+        """Issue one CDB through SG_IO on the LUN's sg node, in the guest."""
+        answer = self.vm.call(
+            "initiator.guest:sg_io",
+            call_timeout=timeout + 30,
+            device=self.sg,
+            cdb=bytes(cdb),
+            data_out=data_out,
+            data_in_len=data_in_len,
+            timeout=timeout,
+        )
+        return CdbResult.from_dict(answer)
+
+    def handler_commands(self) -> list[HandlerCommand]:
+        """Every command the handler completed so far, in completion order."""
+        raw = self.vm.read_file(self.info["command_log"])
+        return list(_parse_command_log(raw))
+
+    def handler_output(self) -> str:
+        return self.vm.read_file(self.info["handler_output"]).decode(errors="replace")
+
+    def kill_handler(self, signum: int = 9) -> int | None:
+        return self.vm.call("lio.lun:kill_handler", name=self.name, signum=signum)
+
+    def restart_handler(self) -> None:
+        self.info = self.vm.call("lio.lun:restart_handler", name=self.name)
+
+
+def _parse_command_log(raw: bytes) -> Iterator[HandlerCommand]:
+    for line in raw.splitlines():
+        entry = json.loads(line)
+        if "cdb" not in entry:
+            continue  # TMR notifications and other records
+        yield HandlerCommand(
+            entry["cmd_id"], bytes.fromhex(entry["cdb"]), entry["status"],
+            bytes.fromhex(entry.get("sense", "")), entry["t"], entry.get("us", 0.0),
+        )  # fmt: skip
+
+
+class Sg3:
+    """sg3_utils run in the guest on this LUN: lun.sg3.sg_inq(), lun.sg3.sg_readcap()...
+    Each call returns the dataclass of initiator/sg3.py (exit code, output, parsed)."""
+
+    def __init__(self, vm: VirtualMachine, lun: Lun) -> None:
+        self._vm = vm
+        self._lun = lun
+
+    def __getattr__(self, tool: str) -> Any:
+        if not tool.startswith("sg_"):
+            raise AttributeError(tool)
+
+        def call(*args: Any, device: str | None = None, **kwargs: Any) -> Any:
+            if args:
+                raise TypeError(f"pass the arguments of {tool} by keyword")
+            kwargs["device"] = device or self._lun.sg
+            answer = self._vm.call("initiator.guest:sg3_tool", tool=tool, kwargs=kwargs,
+                                   call_timeout=kwargs.get("timeout", 60) + 30)
+            return getattr(sg3_types, answer["type"])(**answer["fields"])
+
+        return call
+
+
+class LunManager:
+    """Creates LUNs in one VM and guarantees their teardown."""
+
+    def __init__(self, vm: VirtualMachine) -> None:
+        self.vm = vm
+        self._names = itertools.count()
+        self.live: dict[str, Lun] = {}
+
+    def create(self, spec: LunSpec | None = None, *, name: str | None = None) -> Lun:
+        spec = spec or LunSpec()
+        name = name or f"lun{next(self._names)}"
+        info = self.vm.call(
+            "lio.lun:create",
+            name=name,
+            size=spec.size,
+            block_size=spec.block_size,
+            handler=spec.handler,
+            handler_options=dict(spec.handler_options),
+            config=spec.config,
+            attributes=dict(spec.attributes),
+            control=dict(spec.control),
+        )
+        lun = Lun(self.vm, info)
+        self.live[name] = lun
+        return lun
+
+    def delete(self, lun: Lun) -> dict[str, Any]:
+        self.live.pop(lun.name, None)
+        self.vm.call("initiator.guest:close_all")
+        return self.vm.call("lio.lun:delete", name=lun.name)
+
+    def delete_all(self) -> list[dict[str, Any]]:
+        return [self.delete(lun) for lun in list(self.live.values())]
+
+    def leftovers(self) -> list[str]:
+        return self.vm.call("lio.lun:leftovers")

@@ -1,0 +1,36 @@
+"""Guest-side entry points of the initiator, called by the host through the agent
+(`vm.call("initiator.guest:sg_io", ...)`). Arguments and results are JSON + bytes."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from initiator import sg3, sgio
+
+
+def sg_io(
+    device: str,
+    cdb: bytes,
+    data_out: bytes | None = None,
+    data_in_len: int = 0,
+    timeout: float = 30.0,
+) -> dict[str, Any]:
+    """One SG_IO on `device` (kept open between calls)."""
+    return sgio.sg_io(device, cdb, data_out=data_out, data_in_len=data_in_len,
+                      timeout=timeout).to_dict()
+
+
+def close_all() -> None:
+    """Close the cached descriptors (before the devices go away)."""
+    sgio.close_all()
+
+
+def sg3_tool(tool: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Run one sg3_utils wrapper of initiator/sg3.py; returns its result's class name
+    and fields (the host rebuilds the dataclass)."""
+    func = getattr(sg3, tool, None)
+    if not tool.startswith("sg_") or func is None:
+        raise ValueError(f"{tool} is not an sg3_utils wrapper in initiator/sg3.py")
+    result = func(**kwargs)
+    return {"type": type(result).__name__, "fields": dataclasses.asdict(result)}

@@ -1,0 +1,151 @@
+"""Handler processes in the guest: one per LUN, forked from a warm process.
+
+A fresh Python costs seconds under TCG, so handlers are forked from a multiprocessing
+forkserver that has already imported the runtime and the reference handlers
+(PRELOAD). The forkserver, not the multi-threaded agent, does the forking, so no
+agent lock can be inherited held. warm() starts it in the background at agent start.
+
+A handler process runs tcmu.runner.serve(); it reports "ready" over a pipe once the
+ring is mapped and the handler opened (the LUN may be exported from then on), or the
+one-line reason it could not start. Its stdout/stderr go to a file beside the command log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+import threading
+import traceback
+from dataclasses import dataclass
+from multiprocessing.forkserver import ensure_running
+
+PRELOAD = [
+    "scsi.constants",
+    "tcmu.runner",
+    "tcmu.netlink",  # pulls in pyroute2: seconds under TCG if left to each child
+    "tcmu.block",
+    "tcmu.handlers.ramdisk",
+    "tcmu.handlers.filedisk",
+    "tcmu.handlers.faulty",
+]
+_CTX = multiprocessing.get_context("forkserver")
+_CTX.set_forkserver_preload(PRELOAD)
+_READY = "ready"
+
+
+class HandlerStartError(RuntimeError):
+    pass
+
+
+def warm() -> None:
+    """Start the forkserver now, in the background, so the first LUN does not wait."""
+    threading.Thread(target=ensure_running, name="forkserver-warm", daemon=True).start()
+
+
+@dataclass
+class HandlerProcess:
+    spec: str
+    device: str
+    log_path: str
+    output_path: str
+    process: multiprocessing.process.BaseProcess
+
+    @property
+    def pid(self) -> int:
+        assert self.process.pid is not None
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """Wait for a voluntary exit (the device went away), then SIGTERM, then SIGKILL.
+        Returns the exit code (negative: killed by that signal)."""
+        for sig in (None, signal.SIGTERM, signal.SIGKILL):
+            if sig is not None and self.process.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, sig)
+            self.process.join(timeout)
+            if not self.process.is_alive():
+                break
+        return self.process.exitcode
+
+    def output_tail(self, limit: int = 4000) -> str:
+        try:
+            with open(self.output_path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - limit))
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+
+def _child(
+    spec: str,
+    device: str,
+    log_path: str,
+    output_path: str,
+    recover: bool,
+    conn: multiprocessing.connection.Connection,
+) -> None:
+    out = os.open(output_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    os.close(out)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from tcmu.runner import serve  # preloaded in the forkserver: no import cost
+
+    def ready() -> None:
+        conn.send(_READY)
+        conn.close()
+
+    try:
+        serve(spec, device, log_path=log_path, ready=ready, recover=recover)
+    except Exception as exc:
+        traceback.print_exc()
+        with contextlib.suppress(OSError):
+            conn.send(f"{type(exc).__name__}: {exc}")
+        sys.exit(1)
+
+
+def start(
+    spec: str,
+    device: str,
+    *,
+    log_path: str,
+    output_path: str,
+    recover: bool = False,
+    timeout: float = 30.0,
+) -> HandlerProcess:
+    """Fork a handler for `device` (its UIO name) and wait until it serves."""
+    receiver, sender = _CTX.Pipe(duplex=False)
+    process = _CTX.Process(
+        target=_child,
+        args=(spec, device, log_path, output_path, recover, sender),
+        name=f"tcmu-handler {device}",
+    )
+    process.start()
+    sender.close()
+    handler = HandlerProcess(spec, device, log_path, output_path, process)
+    try:
+        if not receiver.poll(timeout):
+            handler.stop(timeout=1)
+            raise HandlerStartError(
+                f"handler {spec} did not start serving {device} within {timeout:.0f} s; "
+                f"its output: {handler.output_tail().strip()[-500:]}"
+            )
+        message = receiver.recv()
+    except EOFError:
+        message = "it exited before it was ready"
+    finally:
+        receiver.close()
+    if message != _READY:
+        handler.stop(timeout=5)
+        raise HandlerStartError(f"handler {spec} could not serve {device}: {message}")
+    return handler

@@ -1,0 +1,256 @@
+"""LUNs in the guest: a TCMU user backstore served by a handler process, exported
+through tcm_loop, so the guest has /dev/sgN and /dev/sdX for it.
+
+Runs inside the guest agent (the host calls these functions through the agent's
+`call` op); the registry of live LUNs is this agent process's state.
+
+Order matters: backstore (the UIO device appears) -> handler serving the ring ->
+loopback target (its nexus creates a SCSI host) -> LUN link (the SCSI scan sends
+INQUIRY & co. to the handler) -> wait for the device nodes. Teardown runs backwards
+and leaves configfs as it was: the loopback target, the backstore and its HBA gone.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from rtslib_fb import LUN, TPG, FabricModule, Target, UserBackedStorageObject
+
+from lio import handlers
+from tcmu.spec import load as load_handler_spec
+
+CONFIGFS = "/sys/kernel/config/target"
+RUN_DIR = "/run/tcmu-harness/handlers"
+DEFAULT_HANDLER = "tcmu.handlers.ramdisk:RamDisk"
+
+
+class LunError(RuntimeError):
+    pass
+
+
+@dataclass
+class _Lun:
+    name: str
+    storage: UserBackedStorageObject
+    target: Target | None
+    handler: handlers.HandlerProcess
+    uio_name: str
+    spec: str
+    address: str = ""  # SCSI H:C:T:L
+    sg: str = ""
+    sd: str = ""
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "uio_name": self.uio_name,
+            "address": self.address,
+            "sg": self.sg,
+            "sd": self.sd,
+            "wwn": self.target.wwn if self.target is not None else "",
+            "handler_pid": self.handler.pid,
+            "handler_spec": self.spec,
+            "command_log": self.handler.log_path,
+            "handler_output": self.handler.output_path,
+            "size": int(self.storage.size),
+            "block_size": int(self.storage.get_attribute("hw_block_size")),
+        }
+
+
+_LUNS: dict[str, _Lun] = {}
+
+
+def warm() -> None:
+    """Agent warm-up hook: importing this module paid for rtslib; start the forkserver."""
+    handlers.warm()
+
+
+def _handler_spec(handler: str, options: dict[str, str] | None) -> str:
+    words = [handler] + [f"{k}={v}" for k, v in (options or {}).items()]
+    return " ".join(words)
+
+
+def create(
+    name: str,
+    *,
+    size: int,
+    block_size: int = 512,
+    handler: str = DEFAULT_HANDLER,
+    handler_options: dict[str, str] | None = None,
+    config: str | None = None,
+    attributes: dict[str, str | int] | None = None,
+    control: dict[str, str | int] | None = None,
+    timeout: float = 30.0,
+) -> dict[str, Any]:
+    """Create and export one LUN; returns its description (device nodes, log paths)."""
+    if name in _LUNS:
+        raise LunError(f"a LUN named {name} exists already; delete it or pick another name")
+    if size <= 0 or size % block_size:
+        raise LunError(f"size {size} is not a positive multiple of the block size {block_size}")
+    spec = _handler_spec(handler, handler_options)
+    handler_cls = load_handler_spec(spec).cls  # a bad spec fails here, before configfs
+    subtype = getattr(handler_cls, "subtype", "") or "harness"
+    controls = {"hw_block_size": block_size, "nl_reply_supported": -1, **(control or {})}
+    storage = UserBackedStorageObject(
+        name,
+        config=f"{subtype}/{config or name}",
+        size=size,
+        control=",".join(f"{k}={v}" for k, v in controls.items()),
+    )
+    lun: _Lun | None = None
+    steps: dict[str, float] = {}
+    mark = time.monotonic()
+
+    def step(name: str) -> None:
+        nonlocal mark
+        now = time.monotonic()
+        steps[name] = round(now - mark, 4)
+        mark = now
+
+    step("backstore")
+    try:
+        for key, value in (attributes or {}).items():
+            storage.set_attribute(key, str(value))
+        uio_name = _uio_name(storage)
+        os.makedirs(RUN_DIR, exist_ok=True)
+        process = handlers.start(
+            spec,
+            uio_name,
+            log_path=f"{RUN_DIR}/{name}.commands.jsonl",
+            output_path=f"{RUN_DIR}/{name}.output.log",
+            timeout=timeout,
+        )
+        step("handler")
+        lun = _Lun(name, storage, None, process, uio_name, spec)
+        _LUNS[name] = lun
+        lun.target = Target(FabricModule("loopback"))
+        tpg = TPG(lun.target, 1)  # rtslib gives a loopback TPG its nexus here
+        step("target")
+        LUN(tpg, 0, storage)
+        step("lun_link")
+        lun.address = f"{_read(f'{tpg.path}/address').strip()}:0"
+        lun.sg, lun.sd = _wait_for_nodes(lun.address, time.monotonic() + timeout)
+        step("device_nodes")
+    except BaseException:
+        if lun is not None:
+            _teardown(lun)
+        else:
+            storage.delete()
+        raise
+    return {**lun.describe(), "setup_steps": steps}
+
+
+def delete(name: str) -> dict[str, Any]:
+    """Unexport and delete a LUN, stop its handler; returns the handler's exit code
+    and output tail (a handler that crashed says why there)."""
+    lun = _LUNS.get(name)
+    if lun is None:
+        raise LunError(f"no LUN named {name}")
+    return _teardown(lun)
+
+
+def delete_all() -> list[str]:
+    names = list(_LUNS)
+    for name in names:
+        _teardown(_LUNS[name])
+    return names
+
+
+def describe(name: str) -> dict[str, Any]:
+    if name not in _LUNS:
+        raise LunError(f"no LUN named {name}")
+    return _LUNS[name].describe()
+
+
+def kill_handler(name: str, signum: int = 9) -> int | None:
+    """Kill a LUN's handler as a crash would; returns its exit code."""
+    lun = _LUNS[name]
+    os.kill(lun.handler.pid, signum)
+    lun.handler.process.join(10)
+    return lun.handler.process.exitcode
+
+
+def restart_handler(name: str, timeout: float = 30.0) -> dict[str, Any]:
+    """Start a new handler on the LUN's live device (recovery: block, reset ring, remap,
+    resume at the kernel's tail, unblock), after stopping the old one if it still runs."""
+    lun = _LUNS[name]
+    if lun.handler.alive():
+        lun.handler.stop(timeout=5)
+    lun.handler = handlers.start(
+        lun.spec,
+        lun.uio_name,
+        log_path=lun.handler.log_path,
+        output_path=lun.handler.output_path,
+        recover=True,
+        timeout=timeout,
+    )
+    return lun.describe()
+
+
+def leftovers() -> list[str]:
+    """configfs entries the harness would have created and that still exist: user
+    backstores and loopback targets. (Read directly: rtslib's RTSRoot() rewrites
+    dbroot and logs a kernel error each time.)"""
+    found = glob.glob(f"{CONFIGFS}/core/user_*/*/")
+    found += glob.glob(f"{CONFIGFS}/loopback/naa.*/")
+    return sorted(path.rstrip("/").removeprefix(f"{CONFIGFS}/") for path in found)
+
+
+def _teardown(lun: _Lun) -> dict[str, Any]:
+    _LUNS.pop(lun.name, None)
+    errors = []
+    # Removing the SCSI device may send commands (SYNCHRONIZE CACHE) to the handler:
+    # a dead handler would leave them to cmd_time_out, so bring a fresh one up first.
+    if lun.target is not None and not lun.handler.alive():
+        try:
+            restart_handler_for_teardown(lun)
+        except handlers.HandlerStartError as exc:
+            errors.append(str(exc))
+    for step in (lambda: lun.target and lun.target.delete(), lun.storage.delete):
+        try:
+            step()
+        except Exception as exc:  # keep tearing down; report every failure
+            errors.append(f"{type(exc).__name__}: {exc}")
+    exit_code = lun.handler.stop()
+    return {
+        "name": lun.name,
+        "handler_exit_code": exit_code,
+        "handler_output": lun.handler.output_tail(),
+        "errors": errors,
+    }
+
+
+def restart_handler_for_teardown(lun: _Lun) -> None:
+    lun.handler = handlers.start(
+        lun.spec, lun.uio_name, log_path=lun.handler.log_path,
+        output_path=lun.handler.output_path, recover=True, timeout=10,
+    )  # fmt: skip
+
+
+def _uio_name(storage: UserBackedStorageObject) -> str:
+    hba_index = os.path.basename(os.path.dirname(storage.path)).split("_", 1)[1]
+    config = _read(f"{storage.path}/info").split("Config: ", 1)[1].split()[0]
+    return f"tcm-user/{hba_index}/{storage.name}/{config}"
+
+
+def _wait_for_nodes(address: str, deadline: float) -> tuple[str, str]:
+    base = f"/sys/class/scsi_device/{address}/device"
+    while True:
+        sgs = glob.glob(f"{base}/scsi_generic/sg*")
+        sds = glob.glob(f"{base}/block/sd*")
+        if sgs and sds:
+            sg, sd = f"/dev/{os.path.basename(sgs[0])}", f"/dev/{os.path.basename(sds[0])}"
+            if os.path.exists(sg) and os.path.exists(sd):
+                return sg, sd
+        if time.monotonic() > deadline:
+            raise LunError(f"no /dev/sg and /dev/sd node appeared for SCSI device {address}")
+        time.sleep(0.01)
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()

@@ -1,0 +1,75 @@
+"""Deliberately broken handlers: each gets one SCSI behaviour wrong, so a suite that
+passes against RamDisk must fail against it. Specs: "tcmu.handlers.faulty:<Class>".
+"""
+
+from __future__ import annotations
+
+from scsi.constants import Opcode, SenseKey, Status
+from tcmu.block import BlockHandler
+from tcmu.cdb import decode_block
+from tcmu.handler import Command, Result, ScatterBuffer
+from tcmu.handlers.ramdisk import RamDisk
+from tcmu.sense import SenseError
+
+_READS = {Opcode.READ_6, Opcode.READ_10, Opcode.READ_12, Opcode.READ_16}
+
+
+def _sense_key(handler: BlockHandler, result: Result) -> int | None:
+    if result.status != Status.CHECK_CONDITION:
+        return None
+    return result.sense[1 if handler.descriptor_sense else 2] & 0x0F
+
+
+class WrongSenseOnOutOfRange(RamDisk):
+    """Breaks: an LBA beyond capacity gets INVALID FIELD IN CDB (24/00), not 21/00."""
+
+    def handle(self, cmd: Command) -> Result:
+        result = super().handle(cmd)
+        if result.sense == SenseError.lba_out_of_range().sense(self.descriptor_sense):
+            return Result.check_condition(SenseError.invalid_cdb().sense(self.descriptor_sense))
+        return result
+
+
+class CorruptRead(RamDisk):
+    """Breaks: READ data-in has its first byte inverted (the medium itself is intact)."""
+
+    def handle(self, cmd: Command) -> Result:
+        result = super().handle(cmd)
+        if cmd.opcode in _READS and result.status == Status.GOOD and result.read_len:
+            cmd.iov.write(bytes([cmd.iov.read(0, 1)[0] ^ 0xFF]))
+        return result
+
+
+class ClaimsEverything(RamDisk):
+    """Breaks: an unsupported opcode gets GOOD instead of INVALID COMMAND OPERATION CODE."""
+
+    def handle(self, cmd: Command) -> Result:
+        result = super().handle(cmd)
+        if result.sense == SenseError.invalid_opcode().sense(self.descriptor_sense):
+            return Result.good()
+        return result
+
+
+class IgnoresDSense(RamDisk):
+    """Breaks: sense stays in fixed format after MODE SELECT sets D_SENSE (which MODE
+    SENSE then reports as set)."""
+
+    @property
+    def descriptor_sense(self) -> bool:
+        return False
+
+
+class WritesOnMiscompare(RamDisk):
+    """Breaks: COMPARE AND WRITE reports MISCOMPARE but stores the write data anyway
+    (the lost update the command exists to prevent)."""
+
+    def handle(self, cmd: Command) -> Result:
+        result = super().handle(cmd)
+        if cmd.opcode == Opcode.COMPARE_AND_WRITE and _sense_key(self, result) == (
+            SenseKey.MISCOMPARE
+        ):
+            io = decode_block(cmd.cdb)
+            length = io.blocks * self.block_size
+            data = memoryview(bytearray(cmd.iov.read(length, length)))
+            self.write(io.lba * self.block_size, ScatterBuffer([data]))
+        return result

@@ -1,0 +1,110 @@
+"""FileDisk: a BlockHandler over a (sparse) file, zero-copy through preadv/pwritev.
+
+Spec: "tcmu.handlers.filedisk:FileDisk path=/var/tmp/disk.img"; without `path` the file
+is dev_config after the subtype ("<subtype>/<path>"). A missing or short file is created
+or extended (sparsely) to the device size.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import functools
+import os
+from collections.abc import Callable
+
+from tcmu.block import BlockHandler
+from tcmu.handler import DeviceInfo, ScatterBuffer
+
+_IOV_MAX = os.sysconf("SC_IOV_MAX")
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+
+
+@functools.cache
+def _fallocate() -> Callable[[int, int, int, int], int] | None:
+    """libc fallocate(2) (os.posix_fallocate cannot punch holes), or None."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fn = getattr(libc, "fallocate64", None) or getattr(libc, "fallocate", None)
+    if fn is None:
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def _advance(views: list[memoryview], done: int) -> list[memoryview]:
+    """The views still to transfer after `done` bytes went through."""
+    index = 0
+    while index < len(views) and done >= len(views[index]):
+        done -= len(views[index])
+        index += 1
+    rest = views[index:]
+    if rest and done:
+        rest[0] = rest[0][done:]
+    return rest
+
+
+class FileDisk(BlockHandler):
+    unmap_reads_zeroes = True  # punched holes and the zero-writing fallback read as zeroes
+
+    def __init__(self, device: DeviceInfo, path: str | None = None, **options: str) -> None:
+        super().__init__(device, **options)
+        self.path = path or device.cfgstring
+        if not self.path:
+            raise ValueError(
+                f"{type(self).__name__} needs a backing file: give path=FILE or "
+                f"dev_config '<subtype>/FILE' (got {device.config!r})"
+            )
+        self._fd = -1
+        self._can_punch = True
+
+    def open(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            if os.fstat(fd).st_size < self.device.size:
+                os.ftruncate(fd, self.device.size)  # sparse: no blocks allocated
+        except OSError:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def read(self, offset: int, buf: ScatterBuffer) -> None:
+        views = [v for v in buf.views if len(v)]
+        while views:
+            done = os.preadv(self._fd, views[:_IOV_MAX], offset)
+            if done == 0:  # past the end of a file someone shrank: reads as zeroes
+                for view in views:
+                    view[:] = bytes(len(view))
+                return
+            offset += done
+            views = _advance(views, done)
+
+    def write(self, offset: int, buf: ScatterBuffer) -> None:
+        views = [v for v in buf.views if len(v)]
+        while views:
+            done = os.pwritev(self._fd, views[:_IOV_MAX], offset)
+            if done == 0:
+                raise OSError(errno.EIO, f"{self.path}: pwritev stored nothing at {offset}")
+            offset += done
+            views = _advance(views, done)
+
+    def flush(self) -> None:
+        os.fsync(self._fd)
+
+    def unmap(self, offset: int, length: int) -> None:
+        fallocate = _fallocate() if self._can_punch else None
+        if fallocate is not None:
+            mode = _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE
+            if fallocate(self._fd, mode, offset, length) == 0:
+                return
+            err = ctypes.get_errno()
+            if err not in (errno.EOPNOTSUPP, errno.ENOSYS):
+                raise OSError(err, f"{self.path}: fallocate punch hole: {os.strerror(err)}")
+        self._can_punch = False  # the file system cannot punch: write zeroes from now on
+        self.write_zeroes(offset, length)
