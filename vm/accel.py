@@ -74,7 +74,8 @@ def probe_kvm(
             return False, f"a KVM guest did not boot within {timeout:.0f} s (/dev/kvm hangs)"
         except FileNotFoundError:
             return False, f"{qemu_binary} is not installed"
-        booted = _MARKER in console.read_text(errors="replace")
+        # QEMU creates the console file only after the accelerator initialised.
+        booted = console.exists() and _MARKER in console.read_text(errors="replace")
     if proc.returncode == 0 and booted:
         return True, "a KVM probe guest booted"
     detail = proc.stderr.decode(errors="replace").strip().splitlines()
@@ -103,7 +104,7 @@ def choose_accel(
     key = {"boot_id": _boot_id(), "qemu": qemu_binary, "kernel": str(kernel_image)}
     try:
         cached = json.loads(cache.read_text())
-        if all(cached.get(k) == v for k, v in key.items()):
+        if isinstance(cached, dict) and all(cached.get(k) == v for k, v in key.items()):
             return AccelChoice("kvm" if cached["works"] else "tcg", f"{cached['why']} (cached)")
     except (OSError, ValueError, KeyError):
         pass

@@ -18,6 +18,8 @@ Ops:
                                                  "last_seq": int}
     call {fn: "package.module:function", kwargs}
                                              -> whatever the function returns (JSON + bytes)
+    run_pty {argv, env?, cwd?, rows?, cols?} -> {"exit_code"}  ("output" events as it runs)
+    stdin {target, data}                     -> null (input for the run_pty request `target`)
     poweroff                                 -> null, then the agent exits
 """
 
@@ -87,7 +89,7 @@ class KernelLog:
     def since(self, seq: int | None) -> dict[str, Any]:
         with self._lock:
             self._drain()
-            records = self._records
+            records = list(self._records)  # a snapshot: other requests drain concurrently
             if seq is not None:
                 records = [r for r in records if r[0] > seq]
             last = self._records[-1][0] if self._records else -1
@@ -110,7 +112,11 @@ class Agent:
             "kmsg": self.op_kmsg,
             "call": self.op_call,
             "poweroff": self.op_poweroff,
+            "run_pty": self.op_run_pty,
+            "stdin": self.op_stdin,
         }
+        self._ptys: dict[int, int] = {}  # run_pty request id -> pty master fd
+        self._ptys_changed = threading.Condition()
 
     # -- transport ---------------------------------------------------------------
 
@@ -197,6 +203,9 @@ class Agent:
             pending_input = memoryview(input or b"")
             if proc.stdin is not None:
                 if pending_input:
+                    # Non-blocking, so a child that stops reading stdin while it fills
+                    # stdout cannot deadlock us (and the timeout keeps working).
+                    os.set_blocking(proc.stdin.fileno(), False)
                     sel.register(proc.stdin, selectors.EVENT_WRITE, "stdin")
                 else:
                     proc.stdin.close()
@@ -213,6 +222,8 @@ class Agent:
                         assert proc.stdin is not None
                         try:
                             pending_input = pending_input[os.write(key.fd, pending_input[:65536]) :]
+                        except BlockingIOError:
+                            continue
                         except BrokenPipeError:
                             pending_input = memoryview(b"")
                         if not pending_input:
@@ -237,6 +248,55 @@ class Agent:
             "timed_out": timed_out,
             "duration": time.monotonic() - start,
         }
+
+    def op_run_pty(
+        self, req_id: int, argv: list[str], env: dict[str, str] | None = None,
+        cwd: str | None = None, rows: int = 24, cols: int = 80,
+    ) -> dict[str, Any]:
+        """Run argv on a new pseudo-terminal (an interactive shell, say): its output
+        comes back as "output" events, its input through `stdin` requests."""
+        import fcntl
+        import pty
+        import struct
+        import termios
+
+        master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        full_env = {**os.environ, "TERM": "xterm", **(env or {})}
+        proc = subprocess.Popen(
+            argv, stdin=slave, stdout=slave, stderr=slave, env=full_env, cwd=cwd,
+            start_new_session=True,
+            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+        )  # fmt: skip
+        os.close(slave)
+        with self._ptys_changed:
+            self._ptys[req_id] = master
+            self._ptys_changed.notify_all()
+        try:
+            while True:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: the last process on the terminal is gone
+                    break
+                if not chunk:
+                    break
+                self.send(protocol.event(req_id, "output", chunk))
+        finally:
+            del self._ptys[req_id]
+            os.close(master)
+        return {"exit_code": proc.wait()}
+
+    def op_stdin(self, req_id: int, target: int, data: bytes) -> None:
+        """Type `data` into the terminal of the run_pty request `target`."""
+        # Input can overtake the run_pty request it is for: wait for it a little.
+        with self._ptys_changed:
+            self._ptys_changed.wait_for(lambda: target in self._ptys, timeout=10)
+            fd = self._ptys.get(target)
+        if fd is None:
+            raise ProcessLookupError(f"no interactive command is running as request {target}")
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
 
     def op_read_file(self, req_id: int, path: str, max_size: int = 64 << 20) -> bytes:
         with open(path, "rb") as f:

@@ -42,13 +42,14 @@ class AgentError(VMError):
 
 
 class _Pending:
-    __slots__ = ("done", "message", "on_event", "op")
+    __slots__ = ("callback_error", "done", "message", "on_event", "op")
 
     def __init__(self, op: str, on_event: Callable[[str, Any], None] | None) -> None:
         self.op = op
         self.on_event = on_event
         self.done = threading.Event()
         self.message: dict[str, Any] | None = None
+        self.callback_error: BaseException | None = None
 
 
 class AgentClient:
@@ -84,7 +85,10 @@ class AgentClient:
         *,
         timeout: float,
         on_event: Callable[[str, Any], None] | None = None,
+        on_sent: Callable[[int], None] | None = None,
     ) -> Any:
+        """Send one request and wait for its answer. `on_sent(request_id)` is called once
+        the request is on the wire (to address it later, e.g. with `stdin`)."""
         req_id = next(self._ids)
         pending = _Pending(op, on_event)
         with self._lock:
@@ -94,6 +98,8 @@ class AgentClient:
             frame = protocol.encode(protocol.request(req_id, op, args or {}))
             with self._send_lock:
                 self._sock.sendall(frame)
+            if on_sent is not None:
+                on_sent(req_id)
             if not pending.done.wait(timeout):
                 raise AgentTimeout(
                     f"the guest did not answer {op} within {timeout:.1f} s; the VM is hung"
@@ -103,6 +109,8 @@ class AgentClient:
         finally:
             with self._lock:
                 self._pending.pop(req_id, None)
+        if pending.callback_error is not None:
+            raise pending.callback_error
         message = pending.message
         if message is None:
             self._raise_if_lost()
@@ -154,8 +162,12 @@ class AgentClient:
         if pending is None:
             return  # answer to a request that already timed out
         if "event" in message:
-            if pending.on_event is not None:
-                pending.on_event(message["event"], message.get("data"))
+            if pending.on_event is not None and pending.callback_error is None:
+                try:
+                    pending.on_event(message["event"], message.get("data"))
+                except Exception as exc:  # the caller's bug: fail its request, not the VM
+                    pending.callback_error = exc
+                    pending.done.set()
             return
         pending.message = message
         pending.done.set()

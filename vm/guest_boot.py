@@ -36,7 +36,7 @@ mkdir -p {q(mod_target)} && mount --bind {q(str(modules_dir))} {q(mod_target)} \
 mkdir -p /etc/target {GUEST_RUN_DIR}/handlers
 hostname tcmu-harness-guest
 export {exports}
-cd {q(str(project_dir))} || console "cannot enter {project_dir}"
+cd {q(str(project_dir))} || console "cannot enter "{q(str(project_dir))}
 {q(python)} -m vm.agent{warm}
 console "guest agent exited with status $?; powering off"
 sync

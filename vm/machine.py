@@ -329,6 +329,30 @@ class VirtualMachine:
                         result["timed_out"], result["duration"])  # fmt: skip
         return run.check() if check else run
 
+    def run_interactive(
+        self,
+        argv: list[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        rows: int = 24,
+        cols: int = 80,
+        on_output: Callable[[bytes], None],
+        on_started: Callable[[Callable[[bytes], None]], None],
+        timeout: float = 24 * 3600,
+    ) -> int:
+        """Run argv on a guest pseudo-terminal. `on_started(send)` receives the function
+        that types into it; `on_output` gets what the terminal prints. Returns the exit
+        status."""
+        def started(req_id: int) -> None:
+            on_started(lambda data: self._agent.request(
+                "stdin", {"target": req_id, "data": data}, timeout=30))
+
+        answer = self._agent.request(
+            "run_pty", {"argv": list(argv), "env": dict(env or {}), "rows": rows, "cols": cols},
+            timeout=timeout, on_event=lambda _name, data: on_output(data), on_sent=started,
+        )  # fmt: skip
+        return answer["exit_code"]
+
     def read_file(self, path: str, *, max_size: int = 64 << 20) -> bytes:
         return self.request("read_file", path=path, max_size=max_size)
 

@@ -39,6 +39,11 @@ def kernel_cmdline() -> str:
     )
 
 
+def _opt(path: Path) -> str:
+    """A path inside a QEMU -opt list: commas are doubled, or they split the list."""
+    return str(path).replace(",", ",,")
+
+
 def qemu_argv(launch: QemuLaunch) -> list[str]:
     cpu = "host" if launch.accel == "kvm" else "max"
     accel = "kvm" if launch.accel == "kvm" else "tcg,thread=multi"
@@ -60,10 +65,11 @@ def qemu_argv(launch: QemuLaunch) -> list[str]:
         "-fsdev", "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap",
         "-device", f"virtio-9p-pci,fsdev=hostroot,mount_tag={ROOT_TAG}",
         # Per-VM writable share: the boot script in, files out.
-        "-fsdev", f"local,id=share,path={launch.share_dir},security_model=none,multidevs=remap",
+        "-fsdev",
+        f"local,id=share,path={_opt(launch.share_dir)},security_model=none,multidevs=remap",
         "-device", f"virtio-9p-pci,fsdev=share,mount_tag={SHARE_TAG}",
         # The agent's control channel: a named virtio-serial port.
         "-device", "virtio-serial-pci",
-        "-chardev", f"socket,id=agent,path={launch.agent_socket}",
+        "-chardev", f"socket,id=agent,path={_opt(launch.agent_socket)}",
         "-device", f"virtserialport,chardev=agent,name={PORT_NAME}",
     ]  # fmt: skip

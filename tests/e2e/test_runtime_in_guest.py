@@ -45,7 +45,8 @@ def test_dd_through_the_block_device_reads_back_what_it_wrote(ref_lun: Lun) -> N
         f"dd if={ref_lun.sd} of=/tmp/back bs=64k skip=16 count=16 iflag=direct status=none;"
         "sha256sum /tmp/pattern /tmp/back"
     )
-    digests = [line.split()[0] for line in vm.run(["sh", "-c", script], check=True).text.splitlines()]
+    output = vm.run(["sh", "-c", script], check=True).text
+    digests = [line.split()[0] for line in output.splitlines()]
     assert len(digests) == 2 and digests[0] == digests[1]
     # ...and SG_IO sees the same bytes at the same place (64 KiB * 16 = LBA 2048).
     pattern = vm.read_file("/tmp/pattern")

@@ -58,7 +58,6 @@ def test_the_script_in_order(tmp_path: Path) -> None:
         f"mkdir -p /etc/target {GUEST_RUN_DIR}/handlers",
         "hostname tcmu-harness-guest",
         "export PYTHONPATH=/src",
-        'cd /work/main || console "cannot enter /work/main"',
         "/usr/bin/python3 -m vm.agent",
         'console "guest agent exited with status $?; powering off"',
         "sync",
@@ -68,6 +67,11 @@ def test_the_script_in_order(tmp_path: Path) -> None:
     positions = [lines.index(line) for line in expected_order]
     assert positions == sorted(positions)
     assert lines[-1] == "sleep 60"
+    cd = [line for line in lines if line.startswith("cd ")]
+    assert len(cd) == 1
+    assert shlex.split(cd[0]) == ["cd", "/work/main", "||", "console", "cannot enter /work/main"]
+    assert lines.index("export PYTHONPATH=/src") < lines.index(cd[0])
+    assert lines.index(cd[0]) < lines.index("/usr/bin/python3 -m vm.agent")
     assert GUEST_RUN_DIR == "/run/tcmu-harness"
 
 

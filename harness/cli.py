@@ -1,0 +1,195 @@
+"""tcmu-harness: boot the VM, serve one LUN with a handler, run something against it.
+
+    tcmu-harness run [options] -- COMMAND [ARGS...]
+    tcmu-harness shell [options]
+
+In the guest COMMAND runs as root with TCMU_SG and TCMU_DISK set to the LUN's /dev/sgN
+and /dev/sdX. The literal words $TCMU_SG and $TCMU_DISK in ARGS are replaced too, so
+quote them on the host: `tcmu-harness run -- sg_inq '$TCMU_SG'`. For pipes and
+redirections run a shell: `tcmu-harness run -- sh -c 'sg_inq $TCMU_SG | head -3'`.
+
+Exit status: COMMAND's own status; 4 for a usage error (bad option, unsatisfiable
+--kernel, bad handler spec); 125 when the harness itself could not set up (the VM did
+not boot, the LUN could not be created): `git bisect run` skips such a commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import sys
+import termios
+import threading
+import tty
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from harness.lun import DEFAULT_HANDLER, DEFAULT_SIZE, Lun, LunManager, LunSpec
+from vm.client import AgentError, VMError
+from vm.config import ACCELERATORS, VmConfig, default_cache_dir
+from vm.kernel import KernelError
+from vm.machine import VirtualMachine
+
+EXIT_USAGE = 4
+EXIT_SETUP = 125
+GUEST_VARS = ("TCMU_SG", "TCMU_DISK")
+
+
+class UsageError(Exception):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    env = os.environ.get
+    common.add_argument("--kernel", default=env("TCMU_HARNESS_KERNEL"),
+                        help="kernel spec: default, deb:VERSION, BZIMAGE:MODROOT")
+    common.add_argument("--handler", default=env("TCMU_HARNESS_HANDLER", DEFAULT_HANDLER),
+                        help=f"handler spec (default {DEFAULT_HANDLER})")
+    common.add_argument("--handler-opt", action="append", default=[], metavar="KEY=VALUE")
+    common.add_argument("--size", type=int, default=DEFAULT_SIZE, help="LUN size in bytes")
+    common.add_argument("--block-size", type=int, default=512)
+    common.add_argument("--vm-memory", type=int, default=1024, metavar="MIB")
+    common.add_argument("--vm-cpus", type=int, default=2)
+    common.add_argument("--accel", choices=ACCELERATORS, default=env("TCMU_HARNESS_ACCEL", "auto"))
+    common.add_argument("--cache-dir", type=Path, default=None)
+    common.add_argument("-v", "--verbose", action="store_true", help="say what the VM does")
+
+    parser = argparse.ArgumentParser(prog="tcmu-harness", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", parents=[common], help="run COMMAND in the guest")
+    run.add_argument("--timeout", type=float, default=3600.0, help="seconds (default 3600)")
+    run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
+    sub.add_parser("shell", parents=[common], help="an interactive shell in the guest")
+    return parser
+
+
+def _handler_options(options: list[str]) -> dict[str, str]:
+    parsed = {}
+    for option in options:
+        key, eq, value = option.partition("=")
+        if not eq or not key:
+            raise UsageError(f"--handler-opt {option!r} is not KEY=VALUE")
+        parsed[key] = value
+    return parsed
+
+
+def _handler_path(handler: str) -> str:
+    """A file spec is made absolute: the guest runs in the checkout, not in our cwd."""
+    module, sep, cls = handler.rpartition(":")
+    if sep and (module.endswith(".py") or "/" in module):
+        return f"{os.path.abspath(module)}:{cls}"
+    return handler
+
+
+def substitute(argv: list[str], values: dict[str, str]) -> list[str]:
+    out = []
+    for arg in argv:
+        for name, value in values.items():
+            arg = arg.replace("${" + name + "}", value).replace("$" + name, value)
+        out.append(arg)
+    return out
+
+
+@contextlib.contextmanager
+def _session(args: argparse.Namespace) -> Iterator[tuple[VirtualMachine, Lun]]:
+    log: Callable[[str], None] = (
+        (lambda m: print(f"tcmu-harness: {m}", file=sys.stderr)) if args.verbose else
+        (lambda m: None)
+    )
+    config = VmConfig(kernel=args.kernel, memory_mb=args.vm_memory, cpus=args.vm_cpus,
+                      accel=args.accel, cache_dir=args.cache_dir or default_cache_dir())
+    spec = LunSpec(size=args.size, block_size=args.block_size,
+                   handler=_handler_path(args.handler),
+                   handler_options=_handler_options(args.handler_opt))
+    with VirtualMachine(config, log=log, name="cli") as vm:
+        manager = LunManager(vm)
+        lun = manager.create(spec)
+        log(f"LUN {lun.name}: {lun.sg} {lun.sd} served by {args.handler}")
+        try:
+            yield vm, lun
+        finally:
+            if vm.alive:
+                report = manager.delete(lun)
+                for error in report["errors"]:
+                    print(f"tcmu-harness: teardown: {error}", file=sys.stderr)
+
+
+def _run(args: argparse.Namespace) -> int:
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not argv:
+        raise UsageError(
+            "give the command to run after --, e.g. tcmu-harness run -- sg_inq '$TCMU_SG'"
+        )
+    out, err = sys.stdout.buffer, sys.stderr.buffer
+
+    def relay(stream: str, data: bytes) -> None:
+        target = out if stream == "stdout" else err
+        target.write(data)
+        target.flush()
+
+    with _session(args) as (vm, lun):
+        values = {"TCMU_SG": lun.sg, "TCMU_DISK": lun.sd}
+        result = vm.run(substitute(argv, values), env=values, timeout=args.timeout,
+                        on_output=relay)
+        if result.timed_out:
+            print(f"tcmu-harness: {argv[0]} was killed after {args.timeout:.0f} s",
+                  file=sys.stderr)
+        return result.exit_code if result.exit_code >= 0 else 128 - result.exit_code
+
+
+def _shell(args: argparse.Namespace) -> int:
+    if not sys.stdin.isatty():
+        raise UsageError("tcmu-harness shell needs a terminal; use tcmu-harness run for scripts")
+    with _session(args) as (vm, lun):
+        print(f"tcmu-harness: guest shell; TCMU_SG={lun.sg} TCMU_DISK={lun.sd}; "
+              "exit the shell to tear everything down", file=sys.stderr)
+        cols, rows = shutil.get_terminal_size()
+        saved = termios.tcgetattr(0)
+        tty.setraw(0)
+        try:
+            def pump(send: Callable[[bytes], None]) -> None:
+                def loop() -> None:
+                    with contextlib.suppress(OSError, VMError):
+                        while data := os.read(0, 4096):
+                            send(data)
+                threading.Thread(target=loop, daemon=True).start()
+
+            def show(data: bytes) -> None:
+                os.write(1, data)
+
+            return vm.run_interactive(
+                ["/bin/bash", "-i"], env={"TCMU_SG": lun.sg, "TCMU_DISK": lun.sd,
+                                          "PS1": "tcmu-guest# "},
+                rows=rows, cols=cols, on_output=show, on_started=pump,
+            )  # fmt: skip
+        finally:
+            termios.tcsetattr(0, termios.TCSADRAIN, saved)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return _run(args) if args.command == "run" else _shell(args)
+    except (UsageError, KernelError, ValueError) as exc:
+        print(f"tcmu-harness: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except AgentError as exc:
+        # A guest-side refusal of our input (a bad handler spec) is a usage error.
+        usage = exc.exc_type in ("HandlerSpecError", "LunError")
+        print(f"tcmu-harness: {exc.message if usage else exc}", file=sys.stderr)
+        return EXIT_USAGE if usage else EXIT_SETUP
+    except VMError as exc:
+        print(f"tcmu-harness: {exc}", file=sys.stderr)
+        return EXIT_SETUP
+    except KeyboardInterrupt:
+        print("tcmu-harness: interrupted; the VM was shut down", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
