@@ -169,12 +169,26 @@ class ModeSenseInfo:
     longlba: int | None = None
     block_descriptor_length: int | None = None
     block_descriptors: bytes = b""
-    pages: dict[tuple[int, int], bytes] = dataclasses.field(default_factory=dict)
+    # Each page as returned, header included; a tuple, not a dict keyed by (page,
+    # subpage), so that the result stays JSON-able for the guest agent.
+    pages: tuple[bytes, ...] = ()
+
+    def page(self, code: int, subpage: int = 0) -> bytes | None:
+        """The page with this PAGE CODE and SUBPAGE CODE, if it was returned."""
+        for data in self.pages:
+            if page_key(data) == (code, subpage):
+                return data
+        return None
+
+
+def page_key(page: bytes) -> tuple[int, int]:
+    """(PAGE CODE, SUBPAGE CODE) of a mode page; SPF (byte 0 bit 6) marks subpage format."""
+    return page[0] & 0x3F, page[1] if page[0] & 0x40 and len(page) > 1 else 0
 
 
 def parse_sg_modes(text: str) -> ModeSenseInfo:
     """`sg_modes [-6] [-p PG[,SPG]] DEVICE` output: the header fields it decodes and the
-    hex of each page, keyed by (page code, subpage code)."""
+    bytes of each page (from sg_modes' hex dump of it)."""
     header = re.search(
         r"Mode data length=(\d+), medium type=0x([0-9a-fA-F]+), WP=(\d), DpoFua=(\d), "
         r"longlba=(\d)", text)
@@ -185,13 +199,12 @@ def parse_sg_modes(text: str) -> ModeSenseInfo:
         elif sections:
             sections[-1][1].append(line)
     descriptors = b""
-    pages: dict[tuple[int, int], bytes] = {}
+    pages: list[bytes] = []
     for title, body in sections:
         data = parse_hexdump("\n".join(body))
         if title.startswith(">>"):
             if data:
-                subpage = data[1] if data[0] & 0x40 and len(data) > 1 else 0
-                pages[(data[0] & 0x3F, subpage)] = data
+                pages.append(data)
         elif "block descriptor" in title:
             descriptors += data
     return ModeSenseInfo(
@@ -202,7 +215,7 @@ def parse_sg_modes(text: str) -> ModeSenseInfo:
         longlba=int(header.group(5)) if header else None,
         block_descriptor_length=_int(r"Block descriptor length=(\d+)", text),
         block_descriptors=descriptors,
-        pages=pages,
+        pages=tuple(pages),
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -78,3 +79,14 @@ def test_a_killed_handler_is_replaced_on_the_live_device(
     lun.cdb(cdb.test_unit_ready()).expect_good()
     assert lun.cdb(cdb.read_10(10, 8), data_in_len=4096).expect_good().data == data
     assert lun.handler_commands()[-1].status == Status.GOOD
+
+
+def test_the_readme_example_handler_serves_a_lun(make_lun: Callable[..., Lun]) -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "dict_disk.py"
+    lun = make_lun(size=SIZE, handler=f"{example}:DictDisk")
+    data = bytes(range(256)) * 8
+    lun.cdb(cdb.write_10(7, 4), data_out=data).expect_good()
+    assert lun.cdb(cdb.read_10(6, 6), data_in_len=3072).expect_good().data == (
+        bytes(512) + data + bytes(512)
+    )
+    assert lun.sg3.sg_inq().product == "DictDisk"

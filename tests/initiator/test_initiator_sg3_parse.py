@@ -81,21 +81,24 @@ def test_sg_modes_all_pages() -> None:
     assert (modes.mode_data_length, modes.medium_type, modes.wp, modes.dpofua) == (48, 0, 0, 1)
     assert modes.block_descriptor_length == 8
     assert modes.block_descriptors == bytes.fromhex("00 00 08 00 00 00 02 00")
-    assert set(modes.pages) == {(0x08, 0), (0x0A, 0)}
-    caching = modes.pages[(0x08, 0)]
-    assert len(caching) == 20 and caching[2] & 0x04  # WCE
-    assert modes.pages[(0x0A, 0)][:2] == bytes([0x0A, 0x0A])
+    assert [p.page_key(page) for page in modes.pages] == [(0x08, 0), (0x0A, 0)]
+    caching = modes.page(0x08)
+    assert caching is not None and len(caching) == 20 and caching[2] & 0x04  # WCE
+    assert modes.page(0x0A) == bytes([0x0A, 0x0A]) + bytes(10)
+    assert modes.page(0x1C) is None and modes.page(0x0A, 1) is None
 
 
 def test_sg_modes_six_byte() -> None:
     modes = p.parse_sg_modes(s.SG_MODES_6_CACHING)
     assert modes.mode_data_length == 44 and modes.dpofua == 1
-    assert list(modes.pages) == [(0x08, 0)]
+    assert [p.page_key(page) for page in modes.pages] == [(0x08, 0)]
 
 
 def test_sg_modes_subpage_key() -> None:
     text = ">> Control extension, page_control: current\n 00     4a 01 00 1c 00 00\n"
-    assert list(p.parse_sg_modes(text).pages) == [(0x0A, 0x01)]
+    modes = p.parse_sg_modes(text)
+    assert modes.page(0x0A, 0x01) == bytes.fromhex("4a 01 00 1c 00 00")
+    assert modes.page(0x0A) is None
 
 
 def test_sg_luns() -> None:

@@ -3,6 +3,9 @@ the fakesg shim. Checks what the tools sent (the shim's log), exit codes and par
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import json
 import shutil
 
 import pytest
@@ -75,7 +78,7 @@ def test_sg_modes(fakesg: FakeSg) -> None:
     ms10 = (len(control) + 6).to_bytes(2, "big") + bytes([0, 0x10, 0, 0, 0, 0]) + control
     fakesg.rules(f"12 00 - {INQUIRY.hex()}\n5a 00 - {ms10.hex()}\n")
     r = sg3.sg_modes(D, 0x0A, dbd=True, pc=1)
-    assert r.ok and r.dpofua == 1 and r.pages == {(0x0A, 0): control}
+    assert r.ok and r.dpofua == 1 and r.pages == (control,) and r.page(0x0A) == control
     sent = fakesg.log()[-1].cdb
     assert sent[:4] == bytes([0x5A, 0x08, 0x4A, 0x00])  # DBD; PC=1, page 0Ah; subpage 0
 
@@ -214,3 +217,21 @@ def test_run_tool_reports_failures_without_raising() -> None:
 def test_run_tool_timeout_raises() -> None:
     with pytest.raises(TimeoutError, match="sg_turs"):
         sg3.run_tool("sg_turs", "--delay=3000", "--number=2", D, timeout=0.5)
+
+
+def test_results_are_json_able(fakesg: FakeSg) -> None:
+    """initiator.guest sends wrapper results to the host as JSON (bytes as base64)."""
+    control = bytes([0x0A, 0x0A]) + bytes(10)
+    ms10 = (len(control) + 6).to_bytes(2, "big") + bytes(6) + control
+    luns = (8).to_bytes(4, "big") + bytes(12)
+    fakesg.rules(f"1200 00 - {INQUIRY.hex()}\n5a 00 - {ms10.hex()}\na0 00 - {luns.hex()}\n"
+                 "- 00 - -\n")
+
+    def encode(o: object) -> object:
+        if isinstance(o, bytes):
+            return base64.b64encode(o).decode()
+        raise TypeError(type(o))
+
+    for r in (sg3.sg_inq(D), sg3.sg_modes(D, 0x0A), sg3.sg_luns(D), sg3.sg_readcap(D),
+              sg3.sg_raw(D, cdb.inquiry(), data_in_len=96), sg3.sg_persist_read_keys(D)):
+        json.dumps(dataclasses.asdict(r), default=encode)
