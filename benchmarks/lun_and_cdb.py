@@ -81,6 +81,14 @@ def main() -> int:
             print(f"{name:16s} round trip from the host: {_ms(total)}")
             print(f"{'':16s} of which SG_IO in guest:   {_ms(guest)}")
             print(f"{'':16s} of which agent transport:  {_ms(transport)}")
+        batch = [(cdb.test_unit_ready(), None, 0)] * 50
+        per_cdb = []
+        for _ in range(max(1, args.cdbs // 50)):
+            t0 = time.perf_counter()
+            for result in lun.cdbs(batch):
+                result.expect_good()
+            per_cdb.append((time.perf_counter() - t0) / len(batch))
+        print(f"TEST UNIT READY  in batches of 50, per CDB:   {_ms(per_cdb)}")
         manager.delete(lun)
     return 0
 

@@ -88,6 +88,17 @@ class Lun:
         )
         return CdbResult.from_dict(answer)
 
+    def cdbs(
+        self, commands: list[tuple[bytes, bytes | None, int]], *, timeout: float = 30.0
+    ) -> list[CdbResult]:
+        """Issue (cdb, data_out, data_in_len) commands in order in one agent round trip:
+        for bulk checks, where the host<->guest transport would dominate."""
+        batch = [{"cdb": bytes(c), "data_out": out, "data_in_len": n, "timeout": timeout}
+                 for c, out, n in commands]  # fmt: skip
+        answers = self.vm.call("initiator.guest:sg_io_batch", device=self.sg, commands=batch,
+                               call_timeout=timeout * len(batch) + 30)
+        return [CdbResult.from_dict(answer) for answer in answers]
+
     def handler_commands(self) -> list[HandlerCommand]:
         """Every command the handler completed so far, in completion order."""
         raw = self.vm.read_file(self.info["command_log"])

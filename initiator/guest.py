@@ -21,6 +21,13 @@ def sg_io(
                       timeout=timeout).to_dict()
 
 
+def sg_io_batch(device: str, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Several SG_IOs in order, one agent round trip: each command is a dict of sg_io's
+    arguments (cdb, data_out, data_in_len, timeout). Every command runs, whatever the
+    status of the previous ones."""
+    return [sg_io(device, **command) for command in commands]
+
+
 def close_all() -> None:
     """Close the cached descriptors (before the devices go away)."""
     sgio.close_all()

@@ -174,17 +174,13 @@ def run_tool(tool: str, *args: str | int, timeout: float = DEFAULT_TIMEOUT) -> T
     )
 
 
-def _base(run: ToolResult) -> dict[str, Any]:
-    return _fields(run)
-
-
 # --- the tools -----------------------------------------------------------------------
 
 
 def sg_inq(device: str, *, timeout: float = DEFAULT_TIMEOUT) -> InqResult:
     """Standard INQUIRY (sg_inq also fetches the unit serial number page)."""
     run = run_tool("sg_inq", device, timeout=timeout)
-    return InqResult(**_base(run), **_fields(sg3_parse.parse_sg_inq(run.stdout)))
+    return InqResult(**_fields(run), **_fields(sg3_parse.parse_sg_inq(run.stdout)))
 
 
 def sg_vpd(device: str, page: int | str = 0, *, force: bool = False,
@@ -194,7 +190,7 @@ def sg_vpd(device: str, page: int | str = 0, *, force: bool = False,
     page_arg = f"0x{page:x}" if isinstance(page, int) else page
     args: list[str] = ["-p", page_arg, "-HH"] + (["--force"] if force else [])
     run = run_tool("sg_vpd", *args, device, timeout=timeout)
-    return VpdResult(**_base(run), page=page_arg, data=sg3_parse.parse_hexdump(run.stdout))
+    return VpdResult(**_fields(run), page=page_arg, data=sg3_parse.parse_hexdump(run.stdout))
 
 
 def sg_readcap(device: str, *, long: bool = False,
@@ -202,7 +198,7 @@ def sg_readcap(device: str, *, long: bool = False,
     """READ CAPACITY(10), or (16) with long=True (sg_readcap itself falls back to 16
     when the 10-byte answer overflows)."""
     run = run_tool("sg_readcap", *(["--16"] if long else []), device, timeout=timeout)
-    return ReadcapResult(**_base(run), **_fields(sg3_parse.parse_sg_readcap(run.stdout)))
+    return ReadcapResult(**_fields(run), **_fields(sg3_parse.parse_sg_readcap(run.stdout)))
 
 
 def sg_modes(device: str, page: int = 0x3F, subpage: int = 0, *, pc: int = 0,
@@ -212,21 +208,20 @@ def sg_modes(device: str, page: int = 0x3F, subpage: int = 0, *, pc: int = 0,
     args: list[str] = [f"--page={page},{subpage}", f"--control={pc}"]
     args += (["--six"] if six else []) + (["--dbd"] if dbd else [])
     run = run_tool("sg_modes", *args, device, timeout=timeout)
-    return ModesResult(**_base(run), **_fields(sg3_parse.parse_sg_modes(run.stdout)))
+    return ModesResult(**_fields(run), **_fields(sg3_parse.parse_sg_modes(run.stdout)))
 
 
 def sg_turs(device: str, *, number: int = 1, timeout: float = DEFAULT_TIMEOUT) -> TursResult:
-    """TEST UNIT READY, `number` times. A unit attention is only ignored (and counted as
-    an error) when number > 1; with one command it gives exit 6."""
+    """TEST UNIT READY, `number` times; `ready` means exit status 0."""
     run = run_tool("sg_turs", f"--number={number}", device, timeout=timeout)
     commands, errors = sg3_parse.parse_sg_turs(run.stdout)
-    return TursResult(**_base(run), ready=run.ok, commands=commands, errors=errors)
+    return TursResult(**_fields(run), ready=run.ok, commands=commands, errors=errors)
 
 
 def sg_luns(device: str, *, select: int = 0, timeout: float = DEFAULT_TIMEOUT) -> LunsResult:
     run = run_tool("sg_luns", f"--select={select}", device, timeout=timeout)
     ids = sg3_parse.parse_sg_luns(run.stdout)
-    return LunsResult(**_base(run), lun_ids=ids,
+    return LunsResult(**_fields(run), lun_ids=ids,
                       luns=tuple(sg3_parse.lun_to_int(lun) for lun in ids))
 
 
@@ -247,12 +242,12 @@ def sg_raw(device: str, cdb: bytes, *, data_out: bytes | None = None, data_in_le
         run = run_tool("sg_raw", *args, device, *(f"{b:02x}" for b in cdb), timeout=timeout)
         # sg_raw writes the file only when data arrived and the command succeeded.
         data = outfile.read_bytes() if outfile.exists() else b""
-    return RawResult(**_base(run), **_fields(sg3_parse.parse_sg_raw(run.stderr)), data=data)
+    return RawResult(**_fields(run), **_fields(sg3_parse.parse_sg_raw(run.stderr)), data=data)
 
 
 def sg_persist_read_keys(device: str, *, timeout: float = DEFAULT_TIMEOUT) -> PrKeysResult:
     run = run_tool("sg_persist", "--no-inquiry", "--in", "--read-keys", device, timeout=timeout)
-    return PrKeysResult(**_base(run), **_fields(sg3_parse.parse_sg_persist_keys(run.stdout)))
+    return PrKeysResult(**_fields(run), **_fields(sg3_parse.parse_sg_persist_keys(run.stdout)))
 
 
 def sg_persist_read_reservation(device: str, *,
@@ -260,7 +255,7 @@ def sg_persist_read_reservation(device: str, *,
     run = run_tool("sg_persist", "--no-inquiry", "--in", "--read-reservation", device,
                    timeout=timeout)
     parsed = sg3_parse.parse_sg_persist_reservation(run.stdout)
-    return PrReservationResult(**_base(run), **_fields(parsed))
+    return PrReservationResult(**_fields(run), **_fields(parsed))
 
 
 _PROUT_OPTIONS = {
@@ -303,7 +298,7 @@ def sg_write_same(device: str, lba: int, blocks: int, *, data: bytes | None = No
         if data is not None:
             infile = Path(tmp, "block.bin")
             infile.write_bytes(data)
-            args += [f"--in={infile}", f"--xferlen={len(data)}"]
+            args.append(f"--in={infile}")  # the whole file is the block
         return run_tool("sg_write_same", *args, device, timeout=timeout)
 
 
@@ -333,7 +328,7 @@ def sg_compare_and_write(device: str, lba: int, compare: bytes, write: bytes, *,
                 f"--xferlen={len(compare) + len(write)}"]
         args += (["--fua"] if fua else []) + (["--dpo"] if dpo else [])
         run = run_tool("sg_compare_and_write", *args, device, timeout=timeout)
-    return CompareAndWriteResult(**_base(run),
+    return CompareAndWriteResult(**_fields(run),
                                  miscompare_offset=sg3_parse.parse_miscompare_offset(run.stderr))
 
 

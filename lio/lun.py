@@ -91,6 +91,15 @@ def create(
         raise LunError(f"a LUN named {name} exists already; delete it or pick another name")
     if size <= 0 or size % block_size:
         raise LunError(f"size {size} is not a positive multiple of the block size {block_size}")
+    steps: dict[str, float] = {}
+    mark = time.monotonic()
+
+    def step(name: str) -> None:
+        nonlocal mark
+        now = time.monotonic()
+        steps[name] = round(now - mark, 4)
+        mark = now
+
     spec = _handler_spec(handler, handler_options)
     handler_cls = load_handler_spec(spec).cls  # a bad spec fails here, before configfs
     subtype = getattr(handler_cls, "subtype", "") or "harness"
@@ -102,15 +111,6 @@ def create(
         control=",".join(f"{k}={v}" for k, v in controls.items()),
     )
     lun: _Lun | None = None
-    steps: dict[str, float] = {}
-    mark = time.monotonic()
-
-    def step(name: str) -> None:
-        nonlocal mark
-        now = time.monotonic()
-        steps[name] = round(now - mark, 4)
-        mark = now
-
     step("backstore")
     try:
         for key, value in (attributes or {}).items():

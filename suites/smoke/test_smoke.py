@@ -93,6 +93,16 @@ def test_write_10_then_read_10_returns_the_data(lun: Lun, lba: int | str) -> Non
     assert back.data == data
 
 
+def test_every_block_of_a_batch_reads_back_what_was_written(lun: Lun) -> None:
+    size = lun.block_size
+    lbas = [0, 1, 63, 64, 4095, lun.blocks // 2, lun.blocks - 1]
+    writes = [(cdb.write_10(lba, 1), _pattern(1, size, seed=lba), 0) for lba in lbas]
+    for result in lun.cdbs(writes):
+        result.expect_good()
+    reads = lun.cdbs([(cdb.read_10(lba, 1), None, size) for lba in lbas])
+    assert [r.expect_good().data for r in reads] == [_pattern(1, size, seed=lba) for lba in lbas]
+
+
 def test_write_does_not_touch_neighbouring_blocks(lun: Lun) -> None:
     size = lun.block_size
     before = lun.cdb(cdb.read_10(9, 3), data_in_len=3 * size).expect_good().data

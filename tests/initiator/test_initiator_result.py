@@ -123,6 +123,8 @@ def test_expect_check() -> None:
     with pytest.raises(AssertionError) as info:
         r.expect_check(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB)
     assert str(info.value).startswith("expected CHECK CONDITION, ILLEGAL REQUEST, asc 24/00\n")
+    with pytest.raises(AssertionError, match="asc 21/01"):
+        r.expect_check(SenseKey.ILLEGAL_REQUEST, 0x21, 0x01)
     with pytest.raises(AssertionError, match="expected CHECK CONDITION, NOT READY"):
         r.expect_check(SenseKey.NOT_READY)
     with pytest.raises(AssertionError, match="status: GOOD"):

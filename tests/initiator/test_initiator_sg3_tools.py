@@ -178,7 +178,9 @@ def test_sg_write_same(fakesg: FakeSg) -> None:
 
 def test_sg_unmap(fakesg: FakeSg) -> None:
     fakesg.rules("42 00 - -\n12 00 - -\n")
-    assert sg3.sg_unmap(D, [(0, 8), (100, 16)]).ok
+    r = sg3.sg_unmap(D, [(0, 8), (100, 16)])
+    assert r.ok
+    assert "commence" not in r.stdout  # no 15 s confirmation countdown
     call = fakesg.log()[-1]
     assert call.cdb[0] == 0x42
     assert call.data_out == cdb.unmap_parameter_list([(0, 8), (100, 16)])

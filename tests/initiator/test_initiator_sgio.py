@@ -238,6 +238,14 @@ def test_data_out_reaches_the_device(fakesg: FakeSg) -> None:
     assert call.data_out == bytes(range(256)) * 2
 
 
+def test_sense_length_is_what_the_target_wrote(fakesg: FakeSg) -> None:
+    sense = bytes.fromhex("72 06 29 00 00 00 00 00")  # 8 bytes: header only
+    fakesg.rules(f"00 02 {sense.hex()} -\n")
+    [r] = run_client("dump(sgio.sg_io('/dev/null', cdb.test_unit_ready()))")
+    assert r.sense == sense
+    r.expect_check(0x6, 0x29, 0x00)
+
+
 def test_no_data_and_transport_status(fakesg: FakeSg) -> None:
     fakesg.rules("00 00 - - 03 00\n")
     [r] = run_client("dump(sgio.sg_io('/dev/null', cdb.test_unit_ready()))")
