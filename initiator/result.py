@@ -120,11 +120,13 @@ class CdbResult:
         return "\n".join(lines)
 
     def expect_good(self) -> Self:
+        __tracebackhide__ = True  # pytest shows the caller and our message
         if not self.good:
             raise AssertionError(f"expected GOOD status\n{self.describe()}")
         return self
 
     def expect_status(self, status: int) -> Self:
+        __tracebackhide__ = True  # pytest shows the caller and our message
         if self.status != status or not self.transport_ok:
             raise AssertionError(f"expected status {status_name(status)}\n{self.describe()}")
         return self
@@ -135,6 +137,7 @@ class CdbResult:
         `asc` may also be a 16-bit ASC/ASCQ pair such as scsi.constants.Asc members
         (then `ascq` must be None); `asc` alone, as a byte, leaves the ASCQ unchecked.
         """
+        __tracebackhide__ = True
         if asc is not None and asc > 0xFF:
             if ascq is not None:
                 raise ValueError("give ascq only with a one-byte asc")
