@@ -56,17 +56,25 @@ class Lun:
         self.info = info
         self.name: str = info["name"]
         self.sg: str = info["sg"]  # /dev/sgN in the guest
-        self.sd: str = info["sd"]  # /dev/sdX in the guest
+        self._sd: str = info["sd"]  # found on first use: see the sd property
         self.size: int = info["size"]
         self.block_size: int = info["block_size"]
         self.sg3 = Sg3(vm, self)
+
+    @property
+    def sd(self) -> str:
+        """/dev/sdX in the guest, once the sd driver has probed the LUN (fails at once,
+        naming the peripheral type, when the handler does not present a disk)."""
+        if not self._sd:
+            self._sd = self.vm.call("lio.lun:block_device", name=self.name)
+        return self._sd
 
     @property
     def blocks(self) -> int:
         return self.size // self.block_size
 
     def __repr__(self) -> str:
-        return f"<Lun {self.name} {self.sg} {self.sd} {self.info['handler_spec']}>"
+        return f"<Lun {self.name} {self.sg} {self.info['handler_spec']}>"
 
     def cdb(
         self,
@@ -169,6 +177,9 @@ class LunManager:
             config=spec.config,
             attributes=dict(spec.attributes),
             control=dict(spec.control),
+            # The guest bounds set-up by `timeout` (30 s); a failed set-up's teardown can
+            # wait on the kernel (an sd probe in progress), so allow for it here.
+            call_timeout=330,
         )
         lun = Lun(self.vm, info)
         self.live[name] = lun
@@ -177,10 +188,13 @@ class LunManager:
     def delete(self, lun: Lun) -> dict[str, Any]:
         self.live.pop(lun.name, None)
         self.vm.call("initiator.guest:close_all")
-        return self.vm.call("lio.lun:delete", name=lun.name)
+        return self.vm.call("lio.lun:delete", name=lun.name, call_timeout=330)
 
     def delete_all(self) -> list[dict[str, Any]]:
         return [self.delete(lun) for lun in list(self.live.values())]
 
     def leftovers(self) -> list[str]:
         return self.vm.call("lio.lun:leftovers")
+
+    def remove_leftovers(self) -> list[str]:
+        return self.vm.call("lio.lun:remove_leftovers", call_timeout=330)

@@ -133,13 +133,19 @@ def create(
         LUN(tpg, 0, storage)
         step("lun_link")
         lun.address = f"{_read(f'{tpg.path}/address').strip()}:0"
-        lun.sg, lun.sd = _wait_for_nodes(lun.address, time.monotonic() + timeout)
-        step("device_nodes")
-    except BaseException:
+        lun.sg = _wait_for_sg(lun.address, time.monotonic() + timeout)
+        step("sg_node")
+    except BaseException as exc:
         if lun is not None:
-            _teardown(lun)
+            errors = _teardown(lun)["errors"]
         else:
-            storage.delete()
+            errors = []
+            try:
+                storage.delete()
+            except Exception as cleanup:
+                errors.append(f"{type(cleanup).__name__}: {cleanup}")
+        if errors and isinstance(exc, Exception):
+            raise LunError(f"{exc}; cleaning up after it failed too: {'; '.join(errors)}") from exc
         raise
     return {**lun.describe(), "setup_steps": steps}
 
@@ -191,6 +197,22 @@ def restart_handler(name: str, timeout: float = 30.0) -> dict[str, Any]:
     return lun.describe()
 
 
+def remove_leftovers() -> list[str]:
+    """Delete what leftovers() finds (after a failed teardown), so later LUNs start
+    clean; returns what was removed."""
+    from rtslib_fb import RTSRoot
+
+    found = leftovers()
+    root = RTSRoot()
+    for target in root.targets:
+        if target.fabric_module.name == "loopback":
+            target.delete()
+    for storage in root.storage_objects:
+        if storage.plugin == "user":
+            storage.delete()
+    return found
+
+
 def leftovers() -> list[str]:
     """configfs entries the harness would have created and that still exist: user
     backstores and loopback targets. (Read directly: rtslib's RTSRoot() rewrites
@@ -237,17 +259,39 @@ def _uio_name(storage: UserBackedStorageObject) -> str:
     return f"tcm-user/{hba_index}/{storage.name}/{config}"
 
 
-def _wait_for_nodes(address: str, deadline: float) -> tuple[str, str]:
+def block_device(name: str, timeout: float = 30.0) -> str:
+    """The LUN's /dev/sdX, waiting for the sd driver's (asynchronous) probe. Not part of
+    create(): SG_IO needs only the sg node, and a handler that upsets the sd probe
+    (NOT READY to TEST UNIT READY makes sd spin up for 100 s) must not stall set-up."""
+    lun = _LUNS.get(name)
+    if lun is None:
+        raise LunError(f"no LUN named {name}")
+    if not lun.sd:
+        lun.sd = _wait_for_node(lun.address, "block/sd*", time.monotonic() + timeout)
+    return lun.sd
+
+
+def _wait_for_sg(address: str, deadline: float) -> str:
+    return _wait_for_node(address, "scsi_generic/sg*", deadline)
+
+
+def _wait_for_node(address: str, pattern: str, deadline: float) -> str:
     base = f"/sys/class/scsi_device/{address}/device"
     while True:
-        sgs = glob.glob(f"{base}/scsi_generic/sg*")
-        sds = glob.glob(f"{base}/block/sd*")
-        if sgs and sds:
-            sg, sd = f"/dev/{os.path.basename(sgs[0])}", f"/dev/{os.path.basename(sds[0])}"
-            if os.path.exists(sg) and os.path.exists(sd):
-                return sg, sd
+        found = glob.glob(f"{base}/{pattern}")
+        if found:
+            node = f"/dev/{os.path.basename(found[0])}"
+            if os.path.exists(node):
+                return node
+        if pattern.startswith("block/") and os.path.exists(f"{base}/type"):
+            pdt = int(_read(f"{base}/type"))
+            if pdt != 0:  # sd binds direct-access devices only
+                raise LunError(
+                    f"SCSI device {address} gets no /dev/sd node: its INQUIRY says peripheral "
+                    f"device type {pdt}, and the sd driver takes only type 0 (direct access)"
+                )
         if time.monotonic() > deadline:
-            raise LunError(f"no /dev/sg and /dev/sd node appeared for SCSI device {address}")
+            raise LunError(f"no {pattern.split('/')[0]} node appeared for SCSI device {address}")
         time.sleep(0.01)
 
 

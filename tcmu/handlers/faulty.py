@@ -4,6 +4,8 @@ passes against RamDisk must fail against it. Specs: "tcmu.handlers.faulty:<Class
 
 from __future__ import annotations
 
+import dataclasses
+
 from scsi.constants import Opcode, SenseKey, Status
 from tcmu.block import BlockHandler
 from tcmu.cdb import decode_block
@@ -73,3 +75,50 @@ class WritesOnMiscompare(RamDisk):
             data = memoryview(bytearray(cmd.iov.read(length, length)))
             self.write(io.lba * self.block_size, ScatterBuffer([data]))
         return result
+
+
+def _patch(cmd: Command, result: Result, offset: int, data: bytes) -> Result:
+    """Overwrite data-in bytes, whether the result carries them or the iovecs do."""
+    if result.data is not None:
+        patched = result.data[:offset] + data + result.data[offset + len(data) :]
+        return dataclasses.replace(result, data=patched)
+    cmd.iov.write(data, offset)
+    return result
+
+
+def _data_in(cmd: Command, result: Result, length: int) -> bytes:
+    return result.data[:length] if result.data is not None else cmd.iov.read(0, length)
+
+
+class CapacityOffByOne(RamDisk):
+    """Breaks: READ CAPACITY reports the number of blocks as the last LBA (one block
+    too many), the classic off-by-one; reads of that phantom block fail 21/00."""
+
+    def handle(self, cmd: Command) -> Result:
+        result = super().handle(cmd)
+        is_rc16 = cmd.opcode == Opcode.SERVICE_ACTION_IN_16 and cmd.cdb[1] & 0x1F == 0x10
+        if result.status == Status.GOOD and (cmd.opcode == Opcode.READ_CAPACITY_10 or is_rc16):
+            size = 4 if cmd.opcode == Opcode.READ_CAPACITY_10 else 8
+            last = int.from_bytes(_data_in(cmd, result, size), "big")
+            return _patch(cmd, result, 0, (last + 1).to_bytes(size, "big"))
+        return result
+
+
+class NotADisk(RamDisk):
+    """Breaks: standard INQUIRY says peripheral device type 5 (CD/DVD), not 0."""
+
+    def handle(self, cmd: Command) -> Result:
+        result = super().handle(cmd)
+        if cmd.opcode == Opcode.INQUIRY and not cmd.cdb[1] & 1 and result.status == Status.GOOD:
+            return _patch(cmd, result, 0, bytes([0x05]))
+        return result
+
+
+class NeverReady(RamDisk):
+    """Breaks: TEST UNIT READY answers NOT READY, LOGICAL UNIT NOT READY (04/00)."""
+
+    def handle(self, cmd: Command) -> Result:
+        if cmd.opcode == Opcode.TEST_UNIT_READY:
+            return Result.check_condition(
+                SenseError(SenseKey.NOT_READY, 0x0400).sense(self.descriptor_sense))
+        return super().handle(cmd)
