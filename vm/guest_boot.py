@@ -31,6 +31,9 @@ def stage2_script(
 # tcmu-harness stage2 (generated per VM by vm/guest_boot.py)
 console() {{ echo "tcmu-harness: $*" > /dev/console; }}
 mount -t configfs configfs /sys/kernel/config || console "cannot mount configfs"
+mkdir -p /dev/pts /dev/shm
+mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts || console "cannot mount devpts"
+mount -t tmpfs -o mode=1777 tmpfs /dev/shm || console "cannot mount /dev/shm"
 mkdir -p {q(mod_target)} && mount --bind {q(str(modules_dir))} {q(mod_target)} \\
     || console "cannot bind the kernel modules at {mod_target}"
 mkdir -p /etc/target {GUEST_RUN_DIR}/handlers

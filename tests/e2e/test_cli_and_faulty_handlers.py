@@ -47,3 +47,12 @@ def test_smoke_suite_catches_a_handler_with_the_wrong_out_of_range_sense() -> No
     assert "expected CHECK CONDITION, ILLEGAL REQUEST, asc 21/00" in proc.stdout
     assert "CDB: 28 00 00 02 00 00 00 00 01 00 (READ(10))" in proc.stdout  # LBA 0x20000
     assert "ILLEGAL REQUEST, asc/ascq 24/00 (INVALID FIELD IN CDB)" in proc.stdout
+
+
+@pytest.mark.network
+def test_cli_serves_a_lun_on_debian_6_12() -> None:
+    proc = _run(["-m", "harness", "run", "--kernel", "deb:6.12", "--",
+                 "sh", "-c", 'uname -r; sg_turs "$TCMU_SG" && echo ready'])  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    release, ready = proc.stdout.split()
+    assert release.startswith("6.12.") and ready == "ready"

@@ -71,6 +71,7 @@ def test_a_killed_handler_is_replaced_on_the_live_device(
                    handler_options={"path": "/run/tcmu-harness/restart.img"})
     data = b"\x5a" * 4096
     lun.cdb(cdb.write_10(10, 8), data_out=data).expect_good()
+    assert lun.sd.startswith("/dev/sd")  # the sd probe is over: no kernel command in flight
     old_pid = lun.info["handler_pid"]
     assert lun.kill_handler() == -9
     lun.restart_handler()

@@ -1,0 +1,55 @@
+"""The CLI's pure parts: argument substitution, handler options, exit statuses for bad
+input (none of these cases boots a VM)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from harness import cli
+from harness.lun import _parse_command_log
+
+
+def test_substitute_replaces_both_spellings_and_nothing_else() -> None:
+    argv = ["sg_inq", "$TCMU_SG", "${TCMU_DISK}", "$TCMU_SGX", "$HOME"]
+    values = {"TCMU_SG": "/dev/sg3", "TCMU_DISK": "/dev/sdb"}
+    assert cli.substitute(argv, values) == ["sg_inq", "/dev/sg3", "/dev/sdb", "/dev/sg3X", "$HOME"]
+
+
+def test_handler_options_need_key_equals_value() -> None:
+    assert cli._handler_options(["path=/a=b", "x="]) == {"path": "/a=b", "x": ""}
+    with pytest.raises(cli.UsageError, match="--handler-opt 'oops' is not KEY=VALUE"):
+        cli._handler_options(["oops"])
+
+
+def test_file_handler_specs_become_absolute_and_module_specs_stay() -> None:
+    assert cli._handler_path("examples/dict_disk.py:DictDisk") == (
+        f"{os.path.abspath('examples/dict_disk.py')}:DictDisk"
+    )
+    assert cli._handler_path("tcmu.handlers.ramdisk:RamDisk") == "tcmu.handlers.ramdisk:RamDisk"
+
+
+def test_run_without_a_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["run", "--"]) == cli.EXIT_USAGE
+    assert capsys.readouterr().err == (
+        "tcmu-harness: give the command to run after --, e.g. "
+        "tcmu-harness run -- sg_inq '$TCMU_SG'\n"
+    )
+
+
+def test_unparsable_kernel_spec_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["run", "--kernel", "deb:", "--", "true"]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("tcmu-harness: kernel spec 'deb:' names no Debian kernel")
+    assert err.count("\n") == 1
+
+
+def test_command_log_lines_become_handler_commands() -> None:
+    raw = (b'{"cmd_id": 3, "cdb": "2a00000000640000080000", "status": 0, "sense": "",'
+           b' "t": 1.5, "us": 80.0}\n{"tmr": 5, "cmd_ids": [3]}\n'
+           b'{"cmd_id": 4, "cdb": "e7", "status": 2, "sense": "70000500", "t": 1.6, "us": 9}\n')
+    commands = list(_parse_command_log(raw))
+    assert [(c.cmd_id, c.opcode, c.status, c.sense) for c in commands] == [
+        (3, 0x2A, 0, b""), (4, 0xE7, 2, bytes.fromhex("70000500")),
+    ]
