@@ -26,7 +26,15 @@ import tty
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from harness.lun import DEFAULT_HANDLER, DEFAULT_SIZE, Lun, LunManager, LunSpec
+from harness.lun import (
+    DEFAULT_HANDLER,
+    DEFAULT_SIZE,
+    HandlerOptionError,
+    Lun,
+    LunManager,
+    LunSpec,
+    handler_spec_from_cli,
+)
 from vm.client import AgentError, VMError
 from vm.config import ACCELERATORS, VmConfig, default_cache_dir
 from vm.kernel import KernelError
@@ -67,24 +75,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _handler_options(options: list[str]) -> dict[str, str]:
-    parsed = {}
-    for option in options:
-        key, eq, value = option.partition("=")
-        if not eq or not key:
-            raise UsageError(f"--handler-opt {option!r} is not KEY=VALUE")
-        parsed[key] = value
-    return parsed
-
-
-def _handler_path(handler: str) -> str:
-    """A file spec is made absolute: the guest runs in the checkout, not in our cwd."""
-    module, sep, cls = handler.rpartition(":")
-    if sep and (module.endswith(".py") or "/" in module):
-        return f"{os.path.abspath(module)}:{cls}"
-    return handler
-
-
 def substitute(argv: list[str], values: dict[str, str]) -> list[str]:
     out = []
     for arg in argv:
@@ -102,9 +92,9 @@ def _session(args: argparse.Namespace) -> Iterator[tuple[VirtualMachine, Lun]]:
     )
     config = VmConfig(kernel=args.kernel, memory_mb=args.vm_memory, cpus=args.vm_cpus,
                       accel=args.accel, cache_dir=args.cache_dir or default_cache_dir())
-    spec = LunSpec(size=args.size, block_size=args.block_size,
-                   handler=_handler_path(args.handler),
-                   handler_options=_handler_options(args.handler_opt))
+    handler, options = handler_spec_from_cli(args.handler, args.handler_opt)
+    spec = LunSpec(size=args.size, block_size=args.block_size, handler=handler,
+                   handler_options=options)
     with VirtualMachine(config, log=log, name="cli") as vm:
         manager = LunManager(vm)
         lun = manager.create(spec)
@@ -175,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return _run(args) if args.command == "run" else _shell(args)
-    except (UsageError, KernelError, ValueError) as exc:
+    except (UsageError, HandlerOptionError, KernelError, ValueError) as exc:
         print(f"tcmu-harness: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except AgentError as exc:

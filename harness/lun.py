@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +49,26 @@ class LunSpec:
     config: str | None = None  # dev_config after the subtype (default: the LUN name)
     attributes: dict[str, str | int] = field(default_factory=dict)  # attrib/ after creation
     control: dict[str, str | int] = field(default_factory=dict)  # control before enable
+
+
+class HandlerOptionError(ValueError):
+    """A --handler-opt that is not KEY=VALUE."""
+
+
+def handler_spec_from_cli(handler: str, options: list[str]) -> tuple[str, dict[str, str]]:
+    """--handler/--handler-opt as given on a command line, made ready for the guest: a
+    file spec becomes absolute (the guest's working directory is the checkout, not the
+    caller's), KEY=VALUE options become a dict."""
+    module, sep, cls = handler.rpartition(":")
+    if sep and (module.endswith(".py") or "/" in module):
+        handler = f"{os.path.abspath(module)}:{cls}"
+    parsed: dict[str, str] = {}
+    for option in options:
+        key, eq, value = option.partition("=")
+        if not eq or not key:
+            raise HandlerOptionError(f"--handler-opt {option!r} is not KEY=VALUE")
+        parsed[key] = value
+    return handler, parsed
 
 
 class Lun:

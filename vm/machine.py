@@ -97,7 +97,8 @@ class BootTimings:
 
     def summary(self) -> str:
         return (
-            f"{self.total_s:.1f} s to the first guest command (kernel {self.kernel_s:.1f} s, "
+            f"{self.total_s:.1f} s from start to the first guest command answered "
+            f"(kernel {self.kernel_s:.1f} s, "
             f"initramfs {self.initramfs_s:.1f} s, accelerator choice {self.accel_s:.1f} s, "
             f"QEMU start to agent {self.boot_s:.1f} s, first command {self.first_command_s:.2f} s)"
         )

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from harness import cli
-from harness.lun import _parse_command_log
+from harness.lun import HandlerOptionError, _parse_command_log, handler_spec_from_cli
 
 
 def test_substitute_replaces_both_spellings_and_nothing_else() -> None:
@@ -18,16 +18,18 @@ def test_substitute_replaces_both_spellings_and_nothing_else() -> None:
 
 
 def test_handler_options_need_key_equals_value() -> None:
-    assert cli._handler_options(["path=/a=b", "x="]) == {"path": "/a=b", "x": ""}
-    with pytest.raises(cli.UsageError, match="--handler-opt 'oops' is not KEY=VALUE"):
-        cli._handler_options(["oops"])
+    assert handler_spec_from_cli("m:C", ["path=/a=b", "x="]) == ("m:C", {"path": "/a=b", "x": ""})
+    with pytest.raises(HandlerOptionError, match="--handler-opt 'oops' is not KEY=VALUE"):
+        handler_spec_from_cli("m:C", ["oops"])
 
 
 def test_file_handler_specs_become_absolute_and_module_specs_stay() -> None:
-    assert cli._handler_path("examples/dict_disk.py:DictDisk") == (
+    assert handler_spec_from_cli("examples/dict_disk.py:DictDisk", [])[0] == (
         f"{os.path.abspath('examples/dict_disk.py')}:DictDisk"
     )
-    assert cli._handler_path("tcmu.handlers.ramdisk:RamDisk") == "tcmu.handlers.ramdisk:RamDisk"
+    assert handler_spec_from_cli("tcmu.handlers.ramdisk:RamDisk", [])[0] == (
+        "tcmu.handlers.ramdisk:RamDisk"
+    )
 
 
 def test_run_without_a_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
