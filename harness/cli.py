@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import os
 import shutil
+import signal
 import sys
 import termios
 import threading
@@ -160,9 +161,15 @@ def _shell(args: argparse.Namespace) -> int:
             termios.tcsetattr(0, termios.TCSADRAIN, saved)
 
 
+def _sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt("SIGTERM")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the VM is powered off and its temp dir removed.
+    signal.signal(signal.SIGTERM, _sigterm)
     try:
         return _run(args) if args.command == "run" else _shell(args)
     except (UsageError, HandlerOptionError, KernelError, ValueError) as exc:
