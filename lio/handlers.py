@@ -5,9 +5,11 @@ forkserver that has already imported the runtime and the reference handlers
 (PRELOAD). The forkserver, not the multi-threaded agent, does the forking, so no
 agent lock can be inherited held. warm() starts it in the background at agent start.
 
-A handler process runs tcmu.runner.serve(); it reports "ready" over a pipe once the
-ring is mapped and the handler opened (the LUN may be exported from then on), or the
-one-line reason it could not start. Its stdout/stderr go to a file beside the command log.
+One spare process is always forked ahead and waits for its assignment (spec, device),
+so a LUN's set-up pays neither fork nor process start-up. A handler process runs
+tcmu.runner.serve(); it reports "ready" over its pipe once the ring is mapped and the
+handler opened (the LUN may be exported from then on), or the one-line reason it could
+not start. Its stdout/stderr go to a file beside the command log.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import sys
 import threading
 import traceback
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from multiprocessing.forkserver import ensure_running
 
 PRELOAD = [
@@ -43,8 +46,14 @@ class HandlerStartError(RuntimeError):
 
 
 def warm() -> None:
-    """Start the forkserver now, in the background, so the first LUN does not wait."""
-    threading.Thread(target=ensure_running, name="forkserver-warm", daemon=True).start()
+    """Start the forkserver and fork the first spare now, in the background, so the
+    first LUN does not wait for them."""
+
+    def run() -> None:
+        ensure_running()
+        _SPARES.refill()
+
+    threading.Thread(target=run, name="forkserver-warm", daemon=True).start()
 
 
 @dataclass
@@ -85,7 +94,7 @@ class HandlerProcess:
             return ""
 
 
-def _child(
+def _serve_assignment(
     spec: str,
     device: str,
     log_path: str,
@@ -114,6 +123,53 @@ def _child(
         sys.exit(1)
 
 
+def _spare(conn: multiprocessing.connection.Connection) -> None:
+    """A forked handler process waiting for its device: it resolves the netlink family
+    now (cached for serve()), then takes one assignment, or exits when the pipe closes."""
+    with contextlib.suppress(Exception):  # serve() copes without netlink
+        from tcmu.netlink import resolve
+
+        resolve()
+    try:
+        assignment = conn.recv()
+    except EOFError:
+        return
+    _serve_assignment(*assignment, conn)
+
+
+class _Spares:
+    """One pre-forked spare, so LUN set-up does not wait for fork and process start-up
+    (~0.1 s under TCG); each one taken is replaced in the background."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._spare: tuple[multiprocessing.process.BaseProcess, Connection] | None = None
+
+    def take(self) -> tuple[multiprocessing.process.BaseProcess, Connection]:
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is None or not spare[0].is_alive():
+            spare = self._fork()
+        threading.Thread(target=self.refill, name="spare-handler", daemon=True).start()
+        return spare
+
+    def refill(self) -> None:
+        with self._lock:
+            if self._spare is None:
+                self._spare = self._fork()
+
+    @staticmethod
+    def _fork() -> tuple[multiprocessing.process.BaseProcess, Connection]:
+        ours, theirs = _CTX.Pipe(duplex=True)
+        process = _CTX.Process(target=_spare, args=(theirs,), name="tcmu-handler")
+        process.start()
+        theirs.close()
+        return process, ours
+
+
+_SPARES = _Spares()
+
+
 def start(
     spec: str,
     device: str,
@@ -123,28 +179,27 @@ def start(
     recover: bool = False,
     timeout: float = 30.0,
 ) -> HandlerProcess:
-    """Fork a handler for `device` (its UIO name) and wait until it serves."""
-    receiver, sender = _CTX.Pipe(duplex=False)
-    process = _CTX.Process(
-        target=_child,
-        args=(spec, device, log_path, output_path, recover, sender),
-        name=f"tcmu-handler {device}",
-    )
-    process.start()
-    sender.close()
+    """Hand `device` (its UIO name) to a spare handler process and wait until it serves."""
+    process, conn = _SPARES.take()
+    try:
+        conn.send((spec, device, log_path, output_path, recover))
+    except OSError:  # the spare died since we looked: fork a fresh one
+        conn.close()
+        process, conn = _Spares._fork()
+        conn.send((spec, device, log_path, output_path, recover))
     handler = HandlerProcess(spec, device, log_path, output_path, process)
     try:
-        if not receiver.poll(timeout):
+        if not conn.poll(timeout):
             handler.stop(timeout=1)
             raise HandlerStartError(
                 f"handler {spec} did not start serving {device} within {timeout:.0f} s; "
                 f"its output: {handler.output_tail().strip()[-500:]}"
             )
-        message = receiver.recv()
+        message = conn.recv()
     except EOFError:
         message = "it exited before it was ready"
     finally:
-        receiver.close()
+        conn.close()
     if message != _READY:
         handler.stop(timeout=5)
         raise HandlerStartError(f"handler {spec} could not serve {device}: {message}")

@@ -232,17 +232,23 @@ def _teardown(lun: _Lun) -> dict[str, Any]:
             restart_handler_for_teardown(lun)
         except handlers.HandlerStartError as exc:
             errors.append(str(exc))
-    for step in (lambda: lun.target and lun.target.delete(), lun.storage.delete):
+    steps: dict[str, float] = {}
+    mark = time.monotonic()
+    for name, action in (("target", lambda: lun.target and lun.target.delete()),
+                         ("backstore", lun.storage.delete)):
         try:
-            step()
+            action()
         except Exception as exc:  # keep tearing down; report every failure
             errors.append(f"{type(exc).__name__}: {exc}")
+        steps[name], mark = round(time.monotonic() - mark, 4), time.monotonic()
     exit_code = lun.handler.stop()
+    steps["handler_exit"] = round(time.monotonic() - mark, 4)
     return {
         "name": lun.name,
         "handler_exit_code": exit_code,
         "handler_output": lun.handler.output_tail(),
         "errors": errors,
+        "teardown_steps": steps,
     }
 
 
