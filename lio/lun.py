@@ -153,10 +153,7 @@ def create(
 def delete(name: str) -> dict[str, Any]:
     """Unexport and delete a LUN, stop its handler; returns the handler's exit code
     and output tail (a handler that crashed says why there)."""
-    lun = _LUNS.get(name)
-    if lun is None:
-        raise LunError(f"no LUN named {name}")
-    return _teardown(lun)
+    return _teardown(_get(name))
 
 
 def delete_all() -> list[str]:
@@ -167,14 +164,19 @@ def delete_all() -> list[str]:
 
 
 def describe(name: str) -> dict[str, Any]:
-    if name not in _LUNS:
-        raise LunError(f"no LUN named {name}")
-    return _LUNS[name].describe()
+    return _get(name).describe()
+
+
+def _get(name: str) -> _Lun:
+    lun = _LUNS.get(name)
+    if lun is None:
+        raise LunError(f"no LUN named {name}; live: {', '.join(sorted(_LUNS)) or 'none'}")
+    return lun
 
 
 def kill_handler(name: str, signum: int = 9) -> int | None:
     """Kill a LUN's handler as a crash would; returns its exit code."""
-    lun = _LUNS[name]
+    lun = _get(name)
     os.kill(lun.handler.pid, signum)
     lun.handler.process.join(10)
     return lun.handler.process.exitcode
@@ -183,18 +185,18 @@ def kill_handler(name: str, signum: int = 9) -> int | None:
 def restart_handler(name: str, timeout: float = 30.0) -> dict[str, Any]:
     """Start a new handler on the LUN's live device (recovery: block, reset ring, remap,
     resume at the kernel's tail, unblock), after stopping the old one if it still runs."""
-    lun = _LUNS[name]
+    lun = _get(name)
     if lun.handler.alive():
         lun.handler.stop(timeout=5)
-    lun.handler = handlers.start(
-        lun.spec,
-        lun.uio_name,
-        log_path=lun.handler.log_path,
-        output_path=lun.handler.output_path,
-        recover=True,
-        timeout=timeout,
-    )
+    _replace_handler(lun, timeout)
     return lun.describe()
+
+
+def _replace_handler(lun: _Lun, timeout: float) -> None:
+    lun.handler = handlers.start(
+        lun.spec, lun.uio_name, log_path=lun.handler.log_path,
+        output_path=lun.handler.output_path, recover=True, timeout=timeout,
+    )  # fmt: skip
 
 
 def remove_leftovers() -> list[str]:
@@ -229,7 +231,7 @@ def _teardown(lun: _Lun) -> dict[str, Any]:
     # a dead handler would leave them to cmd_time_out, so bring a fresh one up first.
     if lun.target is not None and not lun.handler.alive():
         try:
-            restart_handler_for_teardown(lun)
+            _replace_handler(lun, timeout=10)
         except handlers.HandlerStartError as exc:
             errors.append(str(exc))
     steps: dict[str, float] = {}
@@ -252,13 +254,6 @@ def _teardown(lun: _Lun) -> dict[str, Any]:
     }
 
 
-def restart_handler_for_teardown(lun: _Lun) -> None:
-    lun.handler = handlers.start(
-        lun.spec, lun.uio_name, log_path=lun.handler.log_path,
-        output_path=lun.handler.output_path, recover=True, timeout=10,
-    )  # fmt: skip
-
-
 def _uio_name(storage: UserBackedStorageObject) -> str:
     hba_index = os.path.basename(os.path.dirname(storage.path)).split("_", 1)[1]
     config = _read(f"{storage.path}/info").split("Config: ", 1)[1].split()[0]
@@ -269,9 +264,7 @@ def block_device(name: str, timeout: float = 30.0) -> str:
     """The LUN's /dev/sdX, waiting for the sd driver's (asynchronous) probe. Not part of
     create(): SG_IO needs only the sg node, and a handler that upsets the sd probe
     (NOT READY to TEST UNIT READY makes sd spin up for 100 s) must not stall set-up."""
-    lun = _LUNS.get(name)
-    if lun is None:
-        raise LunError(f"no LUN named {name}")
+    lun = _get(name)
     if not lun.sd:
         lun.sd = _wait_for_node(lun.address, "block/sd*", time.monotonic() + timeout)
     return lun.sd
