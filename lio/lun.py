@@ -205,23 +205,29 @@ def remove_leftovers() -> list[str]:
     from rtslib_fb import RTSRoot
 
     found = leftovers()
+    live_wwns = {lun.target.wwn for lun in _LUNS.values() if lun.target is not None}
     root = RTSRoot()
     for target in root.targets:
-        if target.fabric_module.name == "loopback":
+        if target.fabric_module.name == "loopback" and target.wwn not in live_wwns:
             target.delete()
     for storage in root.storage_objects:
-        if storage.plugin == "user":
+        if storage.plugin == "user" and storage.name not in _LUNS:
             storage.delete()
     return found
 
 
 def leftovers() -> list[str]:
-    """configfs entries the harness would have created and that still exist: user
-    backstores and loopback targets. (Read directly: rtslib's RTSRoot() rewrites
+    """configfs entries of the kind the harness creates (user backstores, loopback
+    targets) that belong to no live LUN. (Read directly: rtslib's RTSRoot() rewrites
     dbroot and logs a kernel error each time.)"""
-    found = glob.glob(f"{CONFIGFS}/core/user_*/*/")
-    found += glob.glob(f"{CONFIGFS}/loopback/naa.*/")
-    return sorted(path.rstrip("/").removeprefix(f"{CONFIGFS}/") for path in found)
+    live = {os.path.basename(lun.storage.path) for lun in _LUNS.values()}
+    live |= {lun.target.wwn for lun in _LUNS.values() if lun.target is not None}
+    found = glob.glob(f"{CONFIGFS}/core/user_*/*/") + glob.glob(f"{CONFIGFS}/loopback/naa.*/")
+    return sorted(
+        path.rstrip("/").removeprefix(f"{CONFIGFS}/")
+        for path in found
+        if os.path.basename(path.rstrip("/")) not in live
+    )
 
 
 def _teardown(lun: _Lun) -> dict[str, Any]:

@@ -36,7 +36,12 @@ mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts || console "canno
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm || console "cannot mount /dev/shm"
 mkdir -p {q(mod_target)} && mount --bind {q(str(modules_dir))} {q(mod_target)} \\
     || console "cannot bind the kernel modules at {mod_target}"
-mkdir -p /etc/target {GUEST_RUN_DIR}/handlers
+# The kernel's PR code rewrites its APTPL file in <dbroot>/pr on every registration and
+# fails PR OUT with NOT READY 08/00 (after applying it) when that directory is missing.
+# dbroot defaulted to /var/target at module load; set it while no device exists (rtslib
+# wants /etc/target and cannot change it later).
+mkdir -p /etc/target/pr {GUEST_RUN_DIR}/handlers
+echo /etc/target > /sys/kernel/config/target/dbroot || console "cannot set the target dbroot"
 hostname tcmu-harness-guest
 export {exports}
 cd {q(str(project_dir))} || console "cannot enter "{q(str(project_dir))}
