@@ -52,10 +52,14 @@ def test_the_script_in_order(tmp_path: Path) -> None:
     expected_order = [
         'console() { echo "tcmu-harness: $*" > /dev/console; }',
         'mount -t configfs configfs /sys/kernel/config || console "cannot mount configfs"',
+        "mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts "
+        '|| console "cannot mount devpts"',
         f"mkdir -p /lib/modules/{VERSION} && mount --bind /host/lib/modules/{VERSION} "
         f"/lib/modules/{VERSION} \\",
         f'    || console "cannot bind the kernel modules at /lib/modules/{VERSION}"',
-        f"mkdir -p /etc/target {GUEST_RUN_DIR}/handlers",
+        f"mkdir -p /etc/target/pr {GUEST_RUN_DIR}/handlers",
+        'echo /etc/target > /sys/kernel/config/target/dbroot || console "cannot set the '
+        'target dbroot"',
         "hostname tcmu-harness-guest",
         "export PYTHONPATH=/src",
         "/usr/bin/python3 -m vm.agent",
