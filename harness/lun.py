@@ -208,14 +208,12 @@ class LunManager:
 
     def delete(self, lun: Lun) -> dict[str, Any]:
         self.live.pop(lun.name, None)
-        self.vm.call("initiator.guest:close_all")
+        self.vm.call("initiator.guest:close", device=lun.sg)
         return self.vm.call("lio.lun:delete", name=lun.name, call_timeout=330)
 
     def delete_all(self) -> list[dict[str, Any]]:
         return [self.delete(lun) for lun in list(self.live.values())]
 
-    def leftovers(self) -> list[str]:
-        return self.vm.call("lio.lun:leftovers")
-
     def remove_leftovers(self) -> list[str]:
+        """Delete configfs entries no live LUN owns; returns them (empty when clean)."""
         return self.vm.call("lio.lun:remove_leftovers", call_timeout=330)

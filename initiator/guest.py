@@ -28,9 +28,9 @@ def sg_io_batch(device: str, commands: list[dict[str, Any]]) -> list[dict[str, A
     return [sg_io(device, **command) for command in commands]
 
 
-def close_all() -> None:
-    """Close the cached descriptors (before the devices go away)."""
-    sgio.close_all()
+def close(device: str) -> None:
+    """Close the cached descriptor of `device` (before the device goes away)."""
+    sgio.close(device)
 
 
 def sg3_tool(tool: str, kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -229,5 +229,10 @@ def sg_io(
                         timeout=timeout)
 
 
+def close(path: str) -> None:
+    """Close the process-wide Initiator's descriptor for `path` (before it goes away)."""
+    _default.close(path)
+
+
 def close_all() -> None:
     _default.close()

@@ -205,6 +205,8 @@ def remove_leftovers() -> list[str]:
     from rtslib_fb import RTSRoot
 
     found = leftovers()
+    if not found:
+        return found
     live_wwns = {lun.target.wwn for lun in _LUNS.values() if lun.target is not None}
     root = RTSRoot()
     for target in root.targets:

@@ -28,12 +28,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import fcntl
 import importlib
 import os
+import pty
 import selectors
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 import traceback
@@ -255,11 +259,6 @@ class Agent:
     ) -> dict[str, Any]:
         """Run argv on a new pseudo-terminal (an interactive shell, say): its output
         comes back as "output" events, its input through `stdin` requests."""
-        import fcntl
-        import pty
-        import struct
-        import termios
-
         master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
         full_env = {**os.environ, "TERM": "xterm", **(env or {})}
