@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,7 +47,7 @@ class LunSpec:
     block_size: int = 512
     handler: str = DEFAULT_HANDLER
     handler_options: dict[str, str] = field(default_factory=dict)
-    config: str | None = None  # dev_config after the subtype (default: the LUN name)
+    config: str | None = None  # dev_config after the subtype (default: a per-LUN file path)
     attributes: dict[str, str | int] = field(default_factory=dict)  # attrib/ after creation
     control: dict[str, str | int] = field(default_factory=dict)  # control before enable
 
@@ -56,19 +57,33 @@ class HandlerOptionError(ValueError):
 
 
 def handler_spec_from_cli(handler: str, options: list[str]) -> tuple[str, dict[str, str]]:
-    """--handler/--handler-opt as given on a command line, made ready for the guest: a
-    file spec becomes absolute (the guest's working directory is the checkout, not the
-    caller's), KEY=VALUE options become a dict."""
-    module, sep, cls = handler.rpartition(":")
+    """--handler/--handler-opt as given on a command line, made ready for the guest.
+
+    `handler` is "SPEC [KEY=VALUE ...]" (options may follow the spec in the same word
+    list); `options` are more KEY=VALUE words (--handler-opt). A file spec becomes
+    absolute (the guest's working directory is the checkout, not the caller's).
+    """
+    words = shlex.split(handler)
+    if not words:
+        raise HandlerOptionError("--handler is empty; give package.module:Class")
+    spec, inline = words[0], words[1:]
+    module, sep, cls = spec.rpartition(":")
     if sep and (module.endswith(".py") or "/" in module):
-        handler = f"{os.path.abspath(module)}:{cls}"
+        spec = f"{os.path.abspath(module)}:{cls}"
     parsed: dict[str, str] = {}
-    for option in options:
-        key, eq, value = option.partition("=")
-        if not eq or not key:
-            raise HandlerOptionError(f"--handler-opt {option!r} is not KEY=VALUE")
-        parsed[key] = value
-    return handler, parsed
+    for flag, given in (("--handler", inline), ("--handler-opt", options)):
+        for option in given:
+            key, eq, value = option.partition("=")
+            if not eq or not key:
+                raise HandlerOptionError(f"{flag} {option!r} is not KEY=VALUE")
+            parsed[key] = value
+    return spec, parsed
+
+
+def handler_id(spec: str, options: dict[str, str]) -> str:
+    """A short name for test ids and reports: the class name, plus its options."""
+    name = spec.rpartition(":")[2] or spec
+    return "-".join([name, *(f"{k}={v}" for k, v in sorted(options.items()))])
 
 
 class Lun:
@@ -127,6 +142,16 @@ class Lun:
         answers = self.vm.call("initiator.guest:sg_io_batch", device=self.sg, commands=batch,
                                call_timeout=timeout * len(batch) + 30)
         return [CdbResult.from_dict(answer) for answer in answers]
+
+    @property
+    def backstore_dir(self) -> str:
+        """The backstore's configfs directory in the guest."""
+        _, hba, dev_name = self.info["uio_name"].split("/")[:3]
+        return f"/sys/kernel/config/target/core/user_{hba}/{dev_name}"
+
+    def attribute(self, name: str) -> str:
+        """A backstore attribute (attrib/NAME in configfs), e.g. "hw_max_sectors"."""
+        return self.vm.read_file(f"{self.backstore_dir}/attrib/{name}").decode().strip()
 
     def handler_commands(self) -> list[HandlerCommand]:
         """Every command the handler completed so far, in completion order."""

@@ -342,3 +342,102 @@ def prevent_allow_medium_removal(prevent: int = 1) -> bytes:
     """prevent: 0 allow, 1 prevent (2 and 3 are obsolete)."""
     return bytes([Opcode.PREVENT_ALLOW_MEDIUM_REMOVAL, 0, 0, 0,
                   _uint("PREVENT ALLOW MEDIUM REMOVAL", "prevent", prevent, 2), 0])
+
+
+def verify_12(lba: int, blocks: int, bytchk: int = 0, dpo: bool = False, *,
+              vrprotect: int = 0, group: int = 0) -> bytes:
+    cmd = "VERIFY(12)"
+    return (bytes([Opcode.VERIFY_12, _verify_flags(cmd, vrprotect, dpo, bytchk)])
+            + _be(cmd, "lba", lba, 4) + _be(cmd, "blocks", blocks, 4)
+            + bytes([_uint(cmd, "group", group, 6), 0]))
+
+
+def write_and_verify_10(lba: int, blocks: int, bytchk: int = 0, dpo: bool = False, *,
+                        wrprotect: int = 0, group: int = 0) -> bytes:
+    """bytchk 0: write, then verify the medium; 1: write, then compare with data-out."""
+    cmd = "WRITE AND VERIFY(10)"
+    return (bytes([Opcode.WRITE_AND_VERIFY_10, _verify_flags(cmd, wrprotect, dpo, bytchk)])
+            + _be(cmd, "lba", lba, 4) + bytes([_uint(cmd, "group", group, 6)])
+            + _be(cmd, "blocks", blocks, 2) + b"\0")
+
+
+def write_and_verify_12(lba: int, blocks: int, bytchk: int = 0, dpo: bool = False, *,
+                        wrprotect: int = 0, group: int = 0) -> bytes:
+    cmd = "WRITE AND VERIFY(12)"
+    return (bytes([Opcode.WRITE_AND_VERIFY_12, _verify_flags(cmd, wrprotect, dpo, bytchk)])
+            + _be(cmd, "lba", lba, 4) + _be(cmd, "blocks", blocks, 4)
+            + bytes([_uint(cmd, "group", group, 6), 0]))
+
+
+def write_and_verify_16(lba: int, blocks: int, bytchk: int = 0, dpo: bool = False, *,
+                        wrprotect: int = 0, group: int = 0) -> bytes:
+    cmd = "WRITE AND VERIFY(16)"
+    return (bytes([Opcode.WRITE_AND_VERIFY_16, _verify_flags(cmd, wrprotect, dpo, bytchk)])
+            + _be(cmd, "lba", lba, 8) + _be(cmd, "blocks", blocks, 4)
+            + bytes([_uint(cmd, "group", group, 6), 0]))
+
+
+def orwrite_16(lba: int, blocks: int, fua: bool = False, dpo: bool = False, *,
+               orprotect: int = 0, group: int = 0) -> bytes:
+    """ORWRITE(16) (SBC-3 5.13): the medium becomes medium OR data-out."""
+    return _rw_16(Opcode.ORWRITE_16, "ORWRITE(16)", lba, blocks, orprotect, dpo, fua, group)
+
+
+def write_atomic_16(lba: int, blocks: int, fua: bool = False, dpo: bool = False, *,
+                    atomic_boundary: int = 0, wrprotect: int = 0, group: int = 0) -> bytes:
+    """WRITE ATOMIC(16) (SBC-4 5.48): LBA 2-9, ATOMIC BOUNDARY 10-11, TRANSFER LENGTH
+    12-13, GROUP 14."""
+    cmd = "WRITE ATOMIC(16)"
+    return (bytes([Opcode.WRITE_ATOMIC_16, _rw_flags(cmd, wrprotect, dpo, fua)])
+            + _be(cmd, "lba", lba, 8) + _be(cmd, "atomic_boundary", atomic_boundary, 2)
+            + _be(cmd, "blocks", blocks, 2) + bytes([_uint(cmd, "group", group, 6), 0]))
+
+
+def get_lba_status(lba: int, alloc_len: int = 4096) -> bytes:
+    """SERVICE ACTION IN(16) / GET LBA STATUS (SBC-3 5.7): STARTING LBA 2-9, ALLOCATION
+    LENGTH 10-13."""
+    cmd = "GET LBA STATUS"
+    return (bytes([Opcode.SERVICE_ACTION_IN_16, ServiceAction.GET_LBA_STATUS])
+            + _be(cmd, "lba", lba, 8) + _be(cmd, "alloc_len", alloc_len, 4) + b"\0\0")
+
+
+def pre_fetch_10(lba: int, blocks: int, immed: bool = False, *, group: int = 0) -> bytes:
+    """PRE-FETCH(10) (SBC-3 5.10): IMMED is byte 1 bit 1; blocks 0 = to the end."""
+    cmd = "PRE-FETCH(10)"
+    return (bytes([Opcode.PRE_FETCH_10, immed << 1]) + _be(cmd, "lba", lba, 4)
+            + bytes([_uint(cmd, "group", group, 6)]) + _be(cmd, "blocks", blocks, 2) + b"\0")
+
+
+def pre_fetch_16(lba: int, blocks: int, immed: bool = False, *, group: int = 0) -> bytes:
+    cmd = "PRE-FETCH(16)"
+    return (bytes([Opcode.PRE_FETCH_16, immed << 1]) + _be(cmd, "lba", lba, 8)
+            + _be(cmd, "blocks", blocks, 4) + bytes([_uint(cmd, "group", group, 6), 0]))
+
+
+def read_defect_data_10(plist: bool = True, glist: bool = True, list_format: int = 0,
+                        alloc_len: int = 4) -> bytes:
+    """READ DEFECT DATA(10) (SBC-3 5.17): REQ_PLIST byte 2 bit 4, REQ_GLIST bit 3, DEFECT
+    LIST FORMAT bits 2-0; ALLOCATION LENGTH 7-8."""
+    cmd = "READ DEFECT DATA(10)"
+    byte2 = (plist << 4) | (glist << 3) | _uint(cmd, "list_format", list_format, 3)
+    return (bytes([Opcode.READ_DEFECT_DATA_10, 0, byte2, 0, 0, 0, 0])
+            + _be(cmd, "alloc_len", alloc_len, 2) + b"\0")
+
+
+def read_defect_data_12(plist: bool = True, glist: bool = True, list_format: int = 0,
+                        alloc_len: int = 8) -> bytes:
+    """READ DEFECT DATA(12) (SBC-3 5.18): flags in byte 1; ALLOCATION LENGTH 6-9."""
+    cmd = "READ DEFECT DATA(12)"
+    byte1 = (plist << 4) | (glist << 3) | _uint(cmd, "list_format", list_format, 3)
+    return (bytes([Opcode.READ_DEFECT_DATA_12, byte1, 0, 0, 0, 0])
+            + _be(cmd, "alloc_len", alloc_len, 4) + b"\0\0")
+
+
+def format_unit(fmtdata: bool = False, *, fmtpinfo: int = 0, longlist: bool = False,
+                cmplst: bool = False, defect_list_format: int = 0) -> bytes:
+    """FORMAT UNIT (SBC-3 5.3): byte 1 = FMTPINFO(7-6) LONGLIST(5) FMTDATA(4) CMPLST(3)
+    DEFECT LIST FORMAT(2-0)."""
+    cmd = "FORMAT UNIT"
+    byte1 = ((_uint(cmd, "fmtpinfo", fmtpinfo, 2) << 6) | (longlist << 5) | (fmtdata << 4)
+             | (cmplst << 3) | _uint(cmd, "defect_list_format", defect_list_format, 3))
+    return bytes([Opcode.FORMAT_UNIT, byte1, 0, 0, 0, 0])

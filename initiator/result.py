@@ -10,9 +10,10 @@ import dataclasses
 from typing import Any, Self
 
 from initiator.linux_codes import DriverStatus, HostStatus, driver_status_name, host_status_name
-from initiator.sense import Sense, decode_sense, key_name
+from initiator.sense import FieldPointer, Sense, decode_sense, key_name
 from scsi.constants import Opcode, ServiceAction, Status
 
+ANY: Any = object()  # "do not check this field" in expect_check
 _DATA_PREVIEW = 32  # data-in bytes shown by describe()
 # Which ServiceAction members belong to which multiplexed opcode.
 _SERVICE_ACTIONS: dict[int, tuple[int, ...]] = {
@@ -131,11 +132,25 @@ class CdbResult:
             raise AssertionError(f"expected status {status_name(status)}\n{self.describe()}")
         return self
 
-    def expect_check(self, key: int, asc: int | None = None, ascq: int | None = None) -> Self:
-        """Assert CHECK CONDITION with this sense key, and ASC/ASCQ when given.
+    def expect_check(
+        self,
+        key: int,
+        asc: int | None = None,
+        ascq: int | None = None,
+        *,
+        information: int | object | None = ANY,
+        field: FieldPointer | object | None = ANY,
+        descriptor_format: bool | object = ANY,
+    ) -> Self:
+        """Assert CHECK CONDITION with this sense key, and ASC/ASCQ when given, in sense
+        data that keeps every layout rule of SPC-4 4.5 (any deviation the decoder finds,
+        such as a fixed ADDITIONAL SENSE LENGTH below 10, fails the assertion).
 
         `asc` may also be a 16-bit ASC/ASCQ pair such as scsi.constants.Asc members
         (then `ascq` must be None); `asc` alone, as a byte, leaves the ASCQ unchecked.
+        `information` (an int, or None for "not VALID"), `field` (the sense-key specific
+        field pointer, or None for "SKSV clear") and `descriptor_format` are checked when
+        given.
         """
         __tracebackhide__ = True
         if asc is not None and asc > 0xFF:
@@ -146,13 +161,26 @@ class CdbResult:
         if asc is not None:
             want += f", asc {asc:02X}" + ("" if ascq is None else f"/{ascq:02X}")
         sense = self.decoded
+        wrong: list[str] = []
+        if sense is not None and sense.valid:
+            wrong += [f"sense layout: {problem}" for problem in sense.problems]
+            if information is not ANY and sense.information != information:
+                wrong.append(f"INFORMATION {_hex_or_none(sense.information)}, expected "
+                             f"{_hex_or_none(information)}")
+            if field is not ANY and sense.field_pointer != field:
+                wrong.append(f"field pointer {sense.field_pointer}, expected {field}")
+            if descriptor_format is not ANY and sense.descriptor_format != descriptor_format:
+                wrong.append("descriptor format expected" if descriptor_format
+                             else "fixed format expected")
         if (
             self.status != Status.CHECK_CONDITION
             or not self.transport_ok
             or sense is None
             or not sense.matches(key, asc, ascq)
+            or wrong
         ):
-            raise AssertionError(f"expected CHECK CONDITION, {want}\n{self.describe()}")
+            detail = "".join(f"\n{w}" for w in wrong)
+            raise AssertionError(f"expected CHECK CONDITION, {want}{detail}\n{self.describe()}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -165,3 +193,7 @@ class CdbResult:
         if unknown:
             raise ValueError(f"unknown CdbResult fields: {sorted(unknown)}")
         return cls(**d)
+
+
+def _hex_or_none(value: object) -> str:
+    return f"0x{value:x}" if isinstance(value, int) else "not VALID"

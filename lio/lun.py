@@ -12,6 +12,7 @@ and leaves configfs as it was: the loopback target, the backstore and its HBA go
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import time
@@ -25,6 +26,12 @@ from tcmu.spec import load as load_handler_spec
 
 CONFIGFS = "/sys/kernel/config/target"
 RUN_DIR = "/run/tcmu-harness/handlers"
+# Per-LUN backing files of file handlers: dev_config defaults to "<subtype>/<DISK_DIR>/<name>.img"
+# (the tcmu-runner "file/<path>" convention), removed with the LUN.
+DISK_DIR = "/var/tmp/tcmu-harness"
+# The largest transfer SG_IO carries here in one command (256 segments of 4 KiB pages);
+# hw_max_sectors defaults to it, so the handler's Block Limits VPD can be honoured.
+DEFAULT_MAX_TRANSFER = 1 << 20
 DEFAULT_HANDLER = "tcmu.handlers.ramdisk:RamDisk"
 
 
@@ -103,10 +110,11 @@ def create(
     spec = _handler_spec(handler, handler_options)
     handler_cls = load_handler_spec(spec).cls  # a bad spec fails here, before configfs
     subtype = getattr(handler_cls, "subtype", "") or "harness"
-    controls = {"hw_block_size": block_size, "nl_reply_supported": -1, **(control or {})}
+    controls = {"hw_block_size": block_size, "nl_reply_supported": -1,
+                "hw_max_sectors": max(1, DEFAULT_MAX_TRANSFER // block_size), **(control or {})}
     storage = UserBackedStorageObject(
         name,
-        config=f"{subtype}/{config or name}",
+        config=f"{subtype}/{config or _disk_path(name)}",
         size=size,
         control=",".join(f"{k}={v}" for k, v in controls.items()),
     )
@@ -253,6 +261,8 @@ def _teardown(lun: _Lun) -> dict[str, Any]:
         steps[name], mark = round(time.monotonic() - mark, 4), time.monotonic()
     exit_code = lun.handler.stop()
     steps["handler_exit"] = round(time.monotonic() - mark, 4)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(_disk_path(lun.name))
     return {
         "name": lun.name,
         "handler_exit_code": exit_code,
@@ -260,6 +270,11 @@ def _teardown(lun: _Lun) -> dict[str, Any]:
         "errors": errors,
         "teardown_steps": steps,
     }
+
+
+def _disk_path(name: str) -> str:
+    os.makedirs(DISK_DIR, exist_ok=True)
+    return f"{DISK_DIR}/{name}.img"
 
 
 def _uio_name(storage: UserBackedStorageObject) -> str:

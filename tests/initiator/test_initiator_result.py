@@ -140,3 +140,34 @@ def test_expect_status() -> None:
     assert r.expect_status(Status.RESERVATION_CONFLICT) is r
     with pytest.raises(AssertionError, match="expected status BUSY"):
         r.expect_status(Status.BUSY)
+
+
+def _check(sense: bytes) -> CdbResult:
+    return CdbResult(cdb=b"\x28" + bytes(9), status=Status.CHECK_CONDITION, sense=sense)
+
+
+def test_expect_check_fails_on_a_sense_layout_deviation() -> None:
+    bad = bytearray(18)
+    bad[0], bad[2], bad[7], bad[12] = 0x70, SenseKey.ILLEGAL_REQUEST, 6, 0x24
+    with pytest.raises(AssertionError, match="sense layout: additional sense length 6 < 10"):
+        _check(bytes(bad)).expect_check(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB)
+
+
+def test_expect_check_information_field_pointer_and_format() -> None:
+    from initiator.sense import FieldPointer
+    from tcmu import sense as build
+
+    miscompare = _check(build.fixed(SenseKey.MISCOMPARE, Asc.MISCOMPARE_DURING_VERIFY,
+                                    information=17))
+    miscompare.expect_check(SenseKey.MISCOMPARE, Asc.MISCOMPARE_DURING_VERIFY, information=17,
+                            field=None, descriptor_format=False)
+    with pytest.raises(AssertionError, match="INFORMATION 0x11, expected 0x10"):
+        miscompare.expect_check(SenseKey.MISCOMPARE, information=16)
+    with pytest.raises(AssertionError, match="descriptor format expected"):
+        miscompare.expect_check(SenseKey.MISCOMPARE, descriptor_format=True)
+    pointer = _check(build.descriptor(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB,
+                                      field=build.FieldPointer(1, 7)))
+    pointer.expect_check(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB, information=None,
+                         field=FieldPointer(in_cdb=True, byte=1, bit=7), descriptor_format=True)
+    with pytest.raises(AssertionError, match="field pointer CDB byte 1 bit 7, expected None"):
+        pointer.expect_check(SenseKey.ILLEGAL_REQUEST, field=None)

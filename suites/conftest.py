@@ -1,0 +1,23 @@
+"""Fixtures the SPC/SBC suites share.
+
+    caps        what the module's shared LUN claims (harness.caps.Capabilities), read
+                once per module and handler; tests check claims and refusals from it
+    lun_caps    the same for the per-test `lun`
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.caps import Capabilities, discover
+from harness.lun import Lun
+
+
+@pytest.fixture(scope="module")
+def caps(shared_lun: Lun) -> Capabilities:
+    return discover(shared_lun)
+
+
+@pytest.fixture
+def lun_caps(lun: Lun) -> Capabilities:
+    return discover(lun)
