@@ -6,33 +6,46 @@ methods a storage author implements:
     flush()                     make written data durable
     unmap(offset, length)       optional: deallocate (UNMAP, WRITE SAME with UNMAP)
     write_zeroes(offset, length)  optional: faster zeroing (default: write() zeroes)
+    prefetch(offset, length)    optional: a hint that the range will be read (PRE-FETCH)
+    mapped_extents(offset, length, limit)  optional: which blocks are mapped
+                                (GET LBA STATUS is served only when this is implemented)
 
 Offsets and lengths are in bytes, always whole logical blocks. Storage errors should be
 raised as OSError (reported as MEDIUM ERROR) or as SenseError.
 
 One command table (opcode, service action, CDB usage mask, method) drives dispatch, the
 reserved-bit checks and REPORT SUPPORTED OPERATION CODES, so what RSOC reports is what
-is served. The kernel answers REPORT LUNS and persistent reservations itself.
+is served. The kernel answers REPORT LUNS and persistent reservations itself. PRE-FETCH,
+GET LBA STATUS, ORWRITE, WRITE ATOMIC, READ DEFECT DATA and FORMAT UNIT live in
+tcmu.sbc_extra.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import functools
 import hashlib
 import struct
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import ClassVar
 
 from scsi.constants import Asc, Opcode, PeripheralType, SenseKey, ServiceAction
 from tcmu import cdb as cdbs
-from tcmu import sense
+from tcmu import sbc_extra, sense
+from tcmu.blockutil import (
+    check_data_in,
+    check_data_out,
+    data_in,
+    first_difference,
+    medium_errors,
+    scratch,
+    slice_buffer,
+)
 from tcmu.handler import Command, DeviceInfo, Handler, Result, ScatterBuffer
 from tcmu.sense import FieldPointer, SenseError
 
 _CHUNK = 1 << 20  # bytes per write() when WRITE SAME repeats a block
-_COMPARE_CHUNK = 4096
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -41,50 +54,20 @@ class _CommandSpec:
     service_action: int | None
     usage: bytes  # RSOC CDB USAGE DATA: opcode, then the bits the device server uses
     run: Callable[[Command], Result]
+    medium: bool  # needs the medium: NOT READY while the unit is stopped
 
 
-# --- ScatterBuffer helpers --------------------------------------------------------------
-
-
-def _slice(buf: ScatterBuffer, start: int, length: int) -> ScatterBuffer:
-    """Bytes [start, start+length) of buf, as views into the same memory (no copy)."""
-    if start == 0 and length >= len(buf):
-        return buf
-    views: list[memoryview] = []
-    pos = 0
-    end = start + length
-    for view in buf.views:
-        vend = pos + len(view)
-        if vend > start and pos < end:
-            views.append(view[max(start - pos, 0) : min(end, vend) - pos])
-        pos = vend
-        if pos >= end:
-            break
-    return ScatterBuffer(views)
-
-
-def _scratch(length: int) -> tuple[bytearray, ScatterBuffer]:
-    data = bytearray(length)
-    return data, ScatterBuffer([memoryview(data)])
-
-
-def _first_difference(a: bytes | bytearray, b: bytes | bytearray) -> int | None:
-    """Offset of the first byte where a and b differ (over the shorter length)."""
-    n = min(len(a), len(b))
-    for start in range(0, n, _COMPARE_CHUNK):
-        stop = min(start + _COMPARE_CHUNK, n)
-        if a[start:stop] != b[start:stop]:
-            return next(i for i in range(start, stop) if a[i] != b[i])
-    return None
-
-
-@contextlib.contextmanager
-def _medium_errors(asc: Asc) -> Iterator[None]:
-    """Storage OSErrors become MEDIUM ERROR with this ASC."""
-    try:
-        yield
-    except OSError as err:
-        raise SenseError(SenseKey.MEDIUM_ERROR, asc) from err
+# Commands refused with NOT READY while START STOP UNIT has the unit stopped.
+_MEDIUM_ACCESS: frozenset[tuple[int, int | None]] = frozenset({(op, None) for op in (
+    Opcode.TEST_UNIT_READY, Opcode.FORMAT_UNIT,
+    Opcode.READ_6, Opcode.READ_10, Opcode.READ_12, Opcode.READ_16,
+    Opcode.WRITE_6, Opcode.WRITE_10, Opcode.WRITE_12, Opcode.WRITE_16,
+    Opcode.VERIFY_10, Opcode.VERIFY_12, Opcode.VERIFY_16,
+    Opcode.WRITE_AND_VERIFY_10, Opcode.WRITE_AND_VERIFY_12, Opcode.WRITE_AND_VERIFY_16,
+    Opcode.WRITE_SAME_10, Opcode.WRITE_SAME_16, Opcode.UNMAP, Opcode.COMPARE_AND_WRITE,
+    Opcode.ORWRITE_16, Opcode.WRITE_ATOMIC_16, Opcode.PRE_FETCH_10, Opcode.PRE_FETCH_16,
+    Opcode.SYNCHRONIZE_CACHE_10, Opcode.SYNCHRONIZE_CACHE_16,
+)} | {(Opcode.SERVICE_ACTION_IN_16, ServiceAction.GET_LBA_STATUS)})  # fmt: skip
 
 
 def _ascii(text: str, width: int) -> bytes:
@@ -92,10 +75,12 @@ def _ascii(text: str, width: int) -> bytes:
     return text.encode("ascii", "replace")[:width].ljust(width, b" ")
 
 
-def _data_in(cmd: Command, data: bytes, alloc_len: int) -> Result:
-    """Data-in limited by the CDB's allocation length; read_len sets the residual."""
-    data = data[:alloc_len]
-    return Result.good(data, read_len=min(len(data), len(cmd.iov)))
+def _exponent(value: str | int) -> int:
+    """The physical_block_exponent option (a string from the handler spec): 0..15."""
+    text = str(value).strip()
+    if not (text.isdecimal() and int(text) <= 15):
+        raise ValueError(f"physical_block_exponent must be an integer from 0 to 15, not {value!r}")
+    return int(text)
 
 
 # --- INQUIRY and VPD layouts --------------------------------------------------------------
@@ -119,8 +104,9 @@ _DESIGNATOR_NAA = 0x3
 _NAA_IEEE_REGISTERED_EXTENDED = 0x6
 # Block Limits (0xB0), after the header: WSNZ, MAX COMPARE AND WRITE, OPTIMAL GRANULARITY,
 # MAX TRANSFER, OPTIMAL TRANSFER, MAX PREFETCH, MAX UNMAP LBA COUNT, MAX UNMAP DESCRIPTORS,
-# OPTIMAL UNMAP GRANULARITY, UGAVALID|ALIGNMENT, MAX WRITE SAME, reserved.
-_VPD_B0 = struct.Struct(">BBHIIIIIIIQ20x")
+# OPTIMAL UNMAP GRANULARITY, UGAVALID|ALIGNMENT, MAX WRITE SAME, MAX ATOMIC TRANSFER,
+# ATOMIC ALIGNMENT, ATOMIC GRANULARITY, MAX ATOMIC WITH BOUNDARY, MAX ATOMIC BOUNDARY SIZE.
+_VPD_B0 = struct.Struct(">BBHIIIIIIIQIIIII")
 _WSNZ = 0x01
 _VPD_B1 = struct.Struct(">H58x")  # MEDIUM ROTATION RATE, the rest reserved/0
 _NON_ROTATING = 0x0001
@@ -140,11 +126,13 @@ _LBPRZ = 0x4000
 
 # --- Mode pages -------------------------------------------------------------------------------
 
+_PAGE_RW_ERROR_RECOVERY = 0x01
 _PAGE_CACHING = 0x08
 _PAGE_CONTROL = 0x0A
 _PAGE_INFORMATIONAL_EXCEPTIONS = 0x1C
 _ALL_PAGES = 0x3F
 _ALL_SUBPAGES = 0xFF
+_AWRE = 0x80  # read-write error recovery page byte 2: automatic write reallocation
 _WCE = 0x04  # caching page byte 2
 _D_SENSE = 0x04  # control page byte 2
 _QAM_UNRESTRICTED = 0x10  # control page byte 3: commands may complete out of order
@@ -200,9 +188,13 @@ class BlockHandler(Handler):
     max_unmap_bytes: ClassVar[int] = 1 << 30
     max_unmap_descriptors: ClassVar[int] = 64
     max_compare_and_write_blocks: ClassVar[int] = 1  # as LIO and tcmu-runner report
+    max_atomic_transfer_bytes: ClassVar[int] = 64 << 10
+    unmap_granularity_bytes: ClassVar[int] = 4096  # the page the back-ends deallocate
     unmap_reads_zeroes: ClassVar[bool] = False  # LBPRZ: unmapped blocks read back as zeroes
 
-    def __init__(self, device: DeviceInfo, **options: str) -> None:
+    def __init__(
+        self, device: DeviceInfo, *, physical_block_exponent: str | int = 0, **options: str
+    ) -> None:
         super().__init__(device, **options)
         if device.block_size <= 0 or device.size < device.block_size:
             raise ValueError(
@@ -211,10 +203,15 @@ class BlockHandler(Handler):
             )
         self.block_size = device.block_size
         self.num_blocks = device.size // device.block_size
+        # LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT (READ CAPACITY(16)).
+        self.physical_block_exponent = _exponent(physical_block_exponent)
         self.supports_unmap = type(self).unmap is not BlockHandler.unmap
+        self.supports_lba_status = type(self).mapped_extents is not BlockHandler.mapped_extents
+        self._stopped = False  # START STOP UNIT with START=0 until START=1
         self._mode_default = self._default_mode_pages()
         self._mode_current = {code: bytearray(page) for code, page in self._mode_default.items()}
         self._mode_changeable = {
+            _PAGE_RW_ERROR_RECOVERY: _mode_page(_PAGE_RW_ERROR_RECOVERY, 0x0A, {}),
             _PAGE_CACHING: _mode_page(_PAGE_CACHING, 0x12, {2: _WCE}),
             _PAGE_CONTROL: _mode_page(_PAGE_CONTROL, 0x0A, {2: _D_SENSE}),
             _PAGE_INFORMATIONAL_EXCEPTIONS: _mode_page(_PAGE_INFORMATIONAL_EXCEPTIONS, 0x0A, {}),
@@ -246,6 +243,15 @@ class BlockHandler(Handler):
         """Zero a range; the default writes zero blocks through write()."""
         self._write_repeated(offset, length, bytes(self.block_size))
 
+    def prefetch(self, offset: int, length: int) -> None:
+        """A hint that the range will be read soon (PRE-FETCH); the default ignores it."""
+
+    def mapped_extents(self, offset: int, length: int, limit: int) -> list[tuple[int, int, bool]]:
+        """Override to serve GET LBA STATUS: consecutive (offset, length, mapped) extents of
+        whole blocks starting exactly at `offset`, covering [offset, offset+length) or
+        stopping after `limit` extents. Report a range unmapped only if it reads as zeroes."""
+        raise NotImplementedError
+
     # --- state the mode pages control ------------------------------------------------------
 
     @property
@@ -258,8 +264,33 @@ class BlockHandler(Handler):
         return bool(self._mode_current[_PAGE_CONTROL][2] & _D_SENSE)
 
     @property
+    def stopped(self) -> bool:
+        """START STOP UNIT stopped the unit: medium access gets NOT READY 04/02."""
+        return self._stopped
+
+    # --- limits (Block Limits VPD), in logical blocks ---------------------------------------
+
+    @property
     def max_transfer_blocks(self) -> int:
-        return self.max_transfer_bytes // self.block_size
+        """The class limit, capped by what the kernel sends in one command (hw_max_sectors)
+        and by the ring's data area."""
+        return min(
+            self.max_transfer_bytes // self.block_size,
+            self.device.max_sectors,
+            self.device.data_area_bytes // self.block_size,
+        )
+
+    @property
+    def max_write_same_blocks(self) -> int:
+        return min(self.max_write_same_bytes // self.block_size, self.num_blocks)
+
+    @property
+    def max_unmap_blocks(self) -> int:
+        return min(self.max_unmap_bytes // self.block_size, self.num_blocks)
+
+    @property
+    def max_atomic_transfer_blocks(self) -> int:
+        return min(self.max_transfer_blocks, self.max_atomic_transfer_bytes // self.block_size)
 
     # --- dispatch ----------------------------------------------------------------------------
 
@@ -268,6 +299,8 @@ class BlockHandler(Handler):
             try:
                 spec = self._lookup(cmd.cdb)
                 _check_usage(cmd.cdb, spec.usage)
+                if spec.medium and self._stopped:
+                    raise SenseError.stopped()
                 return spec.run(cmd)
             except SenseError as err:
                 return Result.check_condition(err.sense(self.descriptor_sense))
@@ -290,9 +323,15 @@ class BlockHandler(Handler):
         outside the mask are reserved or unsupported and get 24/00 with a field pointer."""
         unmap = 0x08 if self.supports_unmap else 0  # WRITE SAME's UNMAP bit
         lba_len16 = "ff" * 12  # LBA(8) + LENGTH(4)
+
+        def extra(run: Callable[[BlockHandler, Command], Result]) -> Callable[[Command], Result]:
+            return functools.partial(run, self)
+
         rows: list[tuple[int, int | None, str, Callable[[Command], Result]]] = [
             (Opcode.TEST_UNIT_READY, None, "0000000000", self._good),
             (Opcode.REQUEST_SENSE, None, "010000ff00", self._request_sense),
+            # FMTPINFO (bits 7-6) is examined (and refused) by the command itself.
+            (Opcode.FORMAT_UNIT, None, "ff00000000", extra(sbc_extra.format_unit)),
             (Opcode.READ_6, None, "1fffffff00", self._read),
             (Opcode.WRITE_6, None, "1fffffff00", self._write),
             (Opcode.INQUIRY, None, "01ffffff00", self._inquiry),
@@ -306,18 +345,26 @@ class BlockHandler(Handler):
             (Opcode.WRITE_10, None, "18ffffffff00ffff00", self._write),
             (Opcode.WRITE_AND_VERIFY_10, None, "16ffffffff00ffff00", self._write_and_verify),
             (Opcode.VERIFY_10, None, "16ffffffff00ffff00", self._verify),
+            (Opcode.PRE_FETCH_10, None, "02ffffffff00ffff00", extra(sbc_extra.pre_fetch)),
             (Opcode.SYNCHRONIZE_CACHE_10, None, "02ffffffff00ffff00", self._synchronize_cache),
+            (Opcode.READ_DEFECT_DATA_10, None, "001f00000000ffff00",
+             extra(sbc_extra.read_defect_data)),
             (Opcode.WRITE_SAME_10, None, f"{unmap:02x}ffffffff00ffff00", self._write_same),
             (Opcode.MODE_SELECT_10, None, "100000000000ffff00", self._mode_select),
             (Opcode.MODE_SENSE_10, None, "18ffff000000ffff00", self._mode_sense),
             (Opcode.READ_16, None, "18" + lba_len16 + "0000", self._read),
             (Opcode.COMPARE_AND_WRITE, None, "18" + "ff" * 8 + "000000ff0000", self._caw),
             (Opcode.WRITE_16, None, "18" + lba_len16 + "0000", self._write),
+            (Opcode.ORWRITE_16, None, "18" + lba_len16 + "0000", extra(sbc_extra.orwrite)),
             (Opcode.WRITE_AND_VERIFY_16, None, "16" + lba_len16 + "0000", self._write_and_verify),
             (Opcode.VERIFY_16, None, "16" + lba_len16 + "0000", self._verify),
+            (Opcode.PRE_FETCH_16, None, "02" + lba_len16 + "0000", extra(sbc_extra.pre_fetch)),
             (Opcode.SYNCHRONIZE_CACHE_16, None, "02" + lba_len16 + "0000", self._synchronize_cache),
             (Opcode.WRITE_SAME_16, None, f"{unmap | 0x01:02x}" + lba_len16 + "0000",
              self._write_same),
+            # LBA(8), ATOMIC BOUNDARY(2), TRANSFER LENGTH(2)
+            (Opcode.WRITE_ATOMIC_16, None, "18" + "ff" * 12 + "0000",
+             extra(sbc_extra.write_atomic)),
             (Opcode.SERVICE_ACTION_IN_16, ServiceAction.READ_CAPACITY_16,
              "1f" + lba_len16 + "0100", self._read_capacity_16),
             (Opcode.MAINTENANCE_IN, ServiceAction.REPORT_SUPPORTED_OPERATION_CODES,
@@ -326,11 +373,17 @@ class BlockHandler(Handler):
             (Opcode.WRITE_12, None, "18ffffffffffffffff0000", self._write),
             (Opcode.WRITE_AND_VERIFY_12, None, "16ffffffffffffffff0000", self._write_and_verify),
             (Opcode.VERIFY_12, None, "16ffffffffffffffff0000", self._verify),
+            # ADDRESS DESCRIPTOR INDEX(4), ALLOCATION LENGTH(4)
+            (Opcode.READ_DEFECT_DATA_12, None, "1fffffffffffffffff0000",
+             extra(sbc_extra.read_defect_data)),
         ]  # fmt: skip
         if self.supports_unmap:
             rows.append((Opcode.UNMAP, None, "000000000000ffff00", self._unmap))
+        if self.supports_lba_status:  # STARTING LBA(8), ALLOCATION LENGTH(4)
+            rows.append((Opcode.SERVICE_ACTION_IN_16, ServiceAction.GET_LBA_STATUS,
+                         "1f" + lba_len16 + "0000", extra(sbc_extra.get_lba_status)))  # fmt: skip
         return [
-            _CommandSpec(op, sa, bytes([op]) + bytes.fromhex(mask), run)
+            _CommandSpec(op, sa, bytes([op]) + bytes.fromhex(mask), run, (op, sa) in _MEDIUM_ACCESS)
             for op, sa, mask, run in rows
         ]
 
@@ -341,20 +394,25 @@ class BlockHandler(Handler):
 
     def _request_sense(self, cmd: Command) -> Result:
         # Sense is always returned with CHECK CONDITION (autosense): nothing is pending.
+        # A stopped unit reports the condition a medium access would get (SPC-4 6.39).
         c = cdbs.decode_request_sense(cmd.cdb)
         build = sense.descriptor if c.desc else sense.fixed
-        return _data_in(cmd, build(SenseKey.NO_SENSE, Asc.NO_ADDITIONAL_SENSE), c.alloc_len)
+        if self._stopped:
+            key, asc = SenseKey.NOT_READY, Asc.LOGICAL_UNIT_NOT_READY_INITIALIZING_COMMAND_REQUIRED
+        else:
+            key, asc = SenseKey.NO_SENSE, Asc.NO_ADDITIONAL_SENSE
+        return data_in(cmd, build(key, asc), c.alloc_len)
 
     def _inquiry(self, cmd: Command) -> Result:
         c = cdbs.decode_inquiry(cmd.cdb)
         if not c.evpd:
             if c.page:
                 raise SenseError.invalid_cdb(2)
-            return _data_in(cmd, self._standard_inquiry(), c.alloc_len)
+            return data_in(cmd, self._standard_inquiry(), c.alloc_len)
         build = self._vpd_pages().get(c.page)
         if build is None:
             raise SenseError.invalid_cdb(2)
-        return _data_in(cmd, build(), c.alloc_len)
+        return data_in(cmd, build(), c.alloc_len)
 
     def _standard_inquiry(self) -> bytes:
         return _STD_INQUIRY.pack(
@@ -415,20 +473,24 @@ class BlockHandler(Handler):
         return self._vpd(0x83, body)
 
     def _vpd_block_limits(self) -> bytes:
-        unmap_blocks = self.max_unmap_bytes // self.block_size if self.supports_unmap else 0
-        unmap_descriptors = self.max_unmap_descriptors if self.supports_unmap else 0
+        unmap = self.supports_unmap
         body = _VPD_B0.pack(
             _WSNZ,  # WRITE SAME with NUMBER OF LOGICAL BLOCKS 0 is rejected
             self.max_compare_and_write_blocks,
-            1,  # OPTIMAL TRANSFER LENGTH GRANULARITY
+            1 << self.physical_block_exponent,  # OPTIMAL TRANSFER LENGTH GRANULARITY
             self.max_transfer_blocks,
             self.max_transfer_blocks,  # OPTIMAL TRANSFER LENGTH
-            0,  # MAXIMUM PREFETCH LENGTH: PRE-FETCH not served
-            unmap_blocks,
-            unmap_descriptors,
-            0,  # OPTIMAL UNMAP GRANULARITY: not reported
-            0,  # UGAVALID=0
-            self.max_write_same_bytes // self.block_size,
+            self.max_transfer_blocks,  # MAXIMUM PREFETCH LENGTH
+            self.max_unmap_blocks if unmap else 0,
+            self.max_unmap_descriptors if unmap else 0,
+            max(1, self.unmap_granularity_bytes // self.block_size) if unmap else 0,
+            0,  # UGAVALID=0: no UNMAP GRANULARITY ALIGNMENT
+            self.max_write_same_blocks,
+            self.max_atomic_transfer_blocks,  # WRITE ATOMIC
+            1,  # ATOMIC ALIGNMENT: any LBA
+            1,  # ATOMIC TRANSFER LENGTH GRANULARITY: any length
+            0,  # MAXIMUM ATOMIC TRANSFER LENGTH WITH ATOMIC BOUNDARY: no boundaries
+            0,  # MAXIMUM ATOMIC BOUNDARY SIZE
         )
         return self._vpd(0xB0, body)
 
@@ -452,7 +514,7 @@ class BlockHandler(Handler):
             data = self._rsoc_one(c)
         else:
             raise SenseError.invalid_cdb(2, 2)  # REPORTING OPTIONS, bits 2-0
-        return _data_in(cmd, data, c.alloc_len)
+        return data_in(cmd, data, c.alloc_len)
 
     def _sorted_specs(self) -> list[_CommandSpec]:
         return sorted(self._commands.values(), key=lambda s: (s.opcode, s.service_action or 0))
@@ -480,6 +542,8 @@ class BlockHandler(Handler):
 
     def _default_mode_pages(self) -> dict[int, bytes]:
         return {
+            # Nothing to recover on these back-ends; AWRE=1 as SBC-3 disks default to.
+            _PAGE_RW_ERROR_RECOVERY: _mode_page(_PAGE_RW_ERROR_RECOVERY, 0x0A, {2: _AWRE}),
             _PAGE_CACHING: _mode_page(
                 _PAGE_CACHING, 0x12, {2: _WCE if self.device.write_cache else 0}
             ),
@@ -520,7 +584,7 @@ class BlockHandler(Handler):
         else:
             total = _MODE_HEADER_6.size + len(descriptor) + len(pages)
             header = _MODE_HEADER_6.pack(total - 1, 0, _DPOFUA, len(descriptor))
-        return _data_in(cmd, header + descriptor + pages, c.alloc_len)
+        return data_in(cmd, header + descriptor + pages, c.alloc_len)
 
     def _block_descriptor(self, long_lba: bool) -> bytes:
         if long_lba:
@@ -612,9 +676,16 @@ class BlockHandler(Handler):
 
     def _start_stop(self, cmd: Command) -> Result:
         c = cdbs.decode_start_stop(cmd.cdb)
-        # Accepted without a stopped state; stopping still writes the cache back.
-        if c.power_condition == 0 and not c.start and not c.no_flush:
-            self._flush()
+        if c.power_condition:
+            raise SenseError.invalid_cdb(4, 7)  # no power conditions (no Power Condition page)
+        if c.loej:
+            raise SenseError.invalid_cdb(4, 1)  # the medium is not removable
+        if c.start:
+            self._stopped = False
+        else:
+            if not c.no_flush:
+                self._flush()  # stopping writes the cache back first
+            self._stopped = True
         return Result.good()
 
     # --- SBC: capacity ------------------------------------------------------------------------
@@ -624,7 +695,7 @@ class BlockHandler(Handler):
         if c.lba and not c.pmi:
             raise SenseError.invalid_cdb(2)
         last = min(self.num_blocks - 1, 0xFFFFFFFF)  # 0xFFFFFFFF: "use READ CAPACITY(16)"
-        return _data_in(cmd, _READ_CAPACITY_10.pack(last, self.block_size), c.alloc_len)
+        return data_in(cmd, _READ_CAPACITY_10.pack(last, self.block_size), c.alloc_len)
 
     def _read_capacity_16(self, cmd: Command) -> Result:
         c = cdbs.decode_read_capacity(cmd.cdb)
@@ -633,8 +704,10 @@ class BlockHandler(Handler):
         lbp = 0
         if self.supports_unmap:
             lbp = _LBPME | (_LBPRZ if self.unmap_reads_zeroes else 0)
-        data = _READ_CAPACITY_16.pack(self.num_blocks - 1, self.block_size, 0, 0, lbp)
-        return _data_in(cmd, data, c.alloc_len)
+        data = _READ_CAPACITY_16.pack(
+            self.num_blocks - 1, self.block_size, 0, self.physical_block_exponent, lbp
+        )
+        return data_in(cmd, data, c.alloc_len)
 
     # --- SBC: data commands -------------------------------------------------------------------
 
@@ -642,74 +715,85 @@ class BlockHandler(Handler):
         if lba >= self.num_blocks or lba + blocks > self.num_blocks:
             raise SenseError.lba_out_of_range()
 
-    def _transfer(self, cdb: bytes) -> cdbs.BlockCdb:
-        """Decode a data-transferring CDB and check its length and range."""
-        io = cdbs.decode_block(cdb)
+    def _check_transfer(self, io: cdbs.BlockCdb) -> None:
+        """TRANSFER LENGTH within MAXIMUM TRANSFER LENGTH (24/00 on the field), then the
+        range (21/00); the data buffer is checked after both."""
         if io.blocks > self.max_transfer_blocks:
             raise SenseError.invalid_cdb(io.length_byte)
         self._check_range(io.lba, io.blocks)
+
+    def _transfer(self, cdb: bytes) -> cdbs.BlockCdb:
+        """Decode a data-transferring CDB and check its length and range."""
+        io = cdbs.decode_block(cdb)
+        self._check_transfer(io)
         return io
 
     def _storage_read(self, offset: int, buf: ScatterBuffer) -> None:
-        with _medium_errors(Asc.UNRECOVERED_READ_ERROR):
+        with medium_errors(Asc.UNRECOVERED_READ_ERROR):
             self.read(offset, buf)
 
     def _storage_write(self, offset: int, buf: ScatterBuffer, force_unit_access: bool) -> None:
-        with _medium_errors(Asc.WRITE_ERROR):
+        with medium_errors(Asc.WRITE_ERROR):
             self.write(offset, buf)
         if force_unit_access or not self.write_cache_enabled:
             self._flush()
 
     def _flush(self) -> None:
-        with _medium_errors(Asc.WRITE_ERROR):
+        with medium_errors(Asc.WRITE_ERROR):
             self.flush()
 
     def _read(self, cmd: Command) -> Result:
         io = self._transfer(cmd.cdb)
-        # Zero copy: storage fills the command's own views, capped by the smaller length.
-        window = _slice(cmd.iov, 0, io.blocks * self.block_size)
-        if len(window):
-            self._storage_read(io.lba * self.block_size, window)
-        return Result.good(read_len=len(window))
+        length = io.blocks * self.block_size
+        check_data_in(cmd, length)
+        # Zero copy: storage fills the command's own views; any excess is the residual.
+        if length:
+            self._storage_read(io.lba * self.block_size, slice_buffer(cmd.iov, 0, length))
+        return Result.good(read_len=length)
 
     def _write(self, cmd: Command) -> Result:
         io = self._transfer(cmd.cdb)
-        window = _slice(cmd.iov, 0, io.blocks * self.block_size)
-        if len(window):
-            self._storage_write(io.lba * self.block_size, window, io.fua)
+        check_data_out(cmd, io.blocks * self.block_size)
+        if io.blocks:
+            self._storage_write(io.lba * self.block_size, cmd.iov, io.fua)
         return Result.good()
 
     def _medium_difference(self, offset: int, expected: bytes) -> int | None:
-        actual, buf = _scratch(len(expected))
+        actual, buf = scratch(len(expected))
         self._storage_read(offset, buf)
-        return _first_difference(expected, actual)
+        return first_difference(expected, actual)
 
     def _write_and_verify(self, cmd: Command) -> Result:
-        io = self._transfer(cmd.cdb)
+        io = cdbs.decode_block(cmd.cdb)
         if io.bytchk > 1:
             raise SenseError.invalid_cdb(1, 2)  # BYTCHK 10b/11b: reserved here
-        window = _slice(cmd.iov, 0, io.blocks * self.block_size)
-        if not len(window):
+        self._check_transfer(io)
+        check_data_out(cmd, io.blocks * self.block_size)
+        if not io.blocks:
             return Result.good()
         offset = io.lba * self.block_size
-        self._storage_write(offset, window, force_unit_access=True)
+        self._storage_write(offset, cmd.iov, force_unit_access=True)
         if io.bytchk:
-            diff = self._medium_difference(offset, window.read())
+            diff = self._medium_difference(offset, cmd.iov.read())
             if diff is not None:
                 raise SenseError.miscompare(diff)
         return Result.good()
 
     def _verify(self, cmd: Command) -> Result:
-        io = self._transfer(cmd.cdb)
+        io = cdbs.decode_block(cmd.cdb)
         if io.bytchk == 0b10:
             raise SenseError.invalid_cdb(1, 2)
-        if io.bytchk == 0 or io.blocks == 0:
-            return Result.good()  # medium verification: nothing to compare against
+        self._check_transfer(io)
+        if io.bytchk == 0:
+            return Result.good()  # medium verification: no data-out, nothing to compare
         length = io.blocks * self.block_size
-        if io.bytchk == 0b11:  # one block of data-out, compared with every block
-            expected = cmd.iov.read(0, self.block_size) * io.blocks
-        else:
-            expected = cmd.iov.read(0, length)
+        # BYTCHK 11b: one block of data-out, compared with every block.
+        check_data_out(cmd, min(length, self.block_size) if io.bytchk == 0b11 else length)
+        if not length:
+            return Result.good()
+        expected = cmd.iov.read()
+        if io.bytchk == 0b11:
+            expected *= io.blocks  # INFORMATION: the offset in this expanded comparison
         diff = self._medium_difference(io.lba * self.block_size, expected)
         if diff is not None:
             raise SenseError.miscompare(diff)
@@ -723,16 +807,15 @@ class BlockHandler(Handler):
 
     def _write_same(self, cmd: Command) -> Result:
         io = cdbs.decode_block(cmd.cdb)
-        if io.blocks == 0 or io.blocks > self.max_write_same_bytes // self.block_size:
+        if io.blocks == 0 or io.blocks > self.max_write_same_blocks:
             raise SenseError.invalid_cdb(io.length_byte)  # 0: we report WSNZ=1
         self._check_range(io.lba, io.blocks)
-        block = bytes(self.block_size) if io.ndob else cmd.iov.read(0, self.block_size)
-        if len(block) < self.block_size:
-            raise SenseError.invalid_cdb()  # no whole block of data-out to repeat
+        check_data_out(cmd, 0 if io.ndob else self.block_size)  # NDOB: no data-out
+        block = bytes(self.block_size) if io.ndob else cmd.iov.read()
         offset, length = io.lba * self.block_size, io.blocks * self.block_size
         zeroes = block.count(0) == len(block)
         # UNMAP=1 may deallocate only when reads will still return what was "written".
-        with _medium_errors(Asc.WRITE_ERROR):
+        with medium_errors(Asc.WRITE_ERROR):
             if zeroes and io.unmap and self.unmap_reads_zeroes:
                 self.unmap(offset, length)
             elif zeroes:
@@ -754,10 +837,10 @@ class BlockHandler(Handler):
 
     def _unmap(self, cmd: Command) -> Result:
         c = cdbs.decode_unmap(cmd.cdb)
+        if c.param_len == 0:
+            return Result.good()  # no parameter list: nothing to do
         data = cmd.iov.read(0, c.param_len)
-        if not data:
-            return Result.good()
-        if len(data) < _UNMAP_HEADER.size:
+        if c.param_len < _UNMAP_HEADER.size or len(data) < _UNMAP_HEADER.size:
             raise SenseError.parameter_list_length()
         # UNMAP DATA LENGTH is redundant with the descriptor length; only the latter counts.
         _, descriptors_len = _UNMAP_HEADER.unpack_from(data)
@@ -765,7 +848,7 @@ class BlockHandler(Handler):
             raise SenseError.parameter_list_length()
         count = descriptors_len // _UNMAP_DESCRIPTOR.size  # a partial descriptor is ignored
         if count > self.max_unmap_descriptors:
-            raise SenseError.invalid_parameter(2)
+            raise SenseError.invalid_parameter(2)  # BLOCK DESCRIPTOR DATA LENGTH
         ranges: list[tuple[int, int]] = []
         total = 0
         for i in range(count):
@@ -773,12 +856,13 @@ class BlockHandler(Handler):
             lba, blocks = _UNMAP_DESCRIPTOR.unpack_from(data, start)
             if not blocks:
                 continue
-            self._check_range(lba, blocks)
+            # The limit before the range, in the order the kernel's backstores check them.
             total += blocks
-            if total > self.max_unmap_bytes // self.block_size:
+            if total > self.max_unmap_blocks:
                 raise SenseError.invalid_parameter(start + 8)  # NUMBER OF LOGICAL BLOCKS
+            self._check_range(lba, blocks)
             ranges.append((lba, blocks))
-        with _medium_errors(Asc.WRITE_ERROR):
+        with medium_errors(Asc.WRITE_ERROR):
             for lba, blocks in ranges:  # all checked first: a bad descriptor unmaps nothing
                 self.unmap(lba * self.block_size, blocks * self.block_size)
         return Result.good()
@@ -790,15 +874,14 @@ class BlockHandler(Handler):
             raise SenseError.invalid_cdb(io.length_byte)
         self._check_range(io.lba, io.blocks)
         length = io.blocks * self.block_size
+        check_data_out(cmd, 2 * length)
         if not length:
             return Result.good()
-        if len(cmd.iov) < 2 * length:
-            raise SenseError.invalid_cdb(io.length_byte)  # data-out too short for the CDB
         offset = io.lba * self.block_size
         diff = self._medium_difference(offset, cmd.iov.read(0, length))
         if diff is not None:
             raise SenseError.miscompare(diff)
-        self._storage_write(offset, _slice(cmd.iov, length, length), io.fua)
+        self._storage_write(offset, slice_buffer(cmd.iov, length, length), io.fua)
         return Result.good()
 
 

@@ -20,6 +20,8 @@ _CDB10 = struct.Struct(">BBIBHB")  # opcode, flags, LBA, GROUP, LENGTH, CONTROL
 _CDB12 = struct.Struct(">BBIIBB")  # opcode, flags, LBA, LENGTH, GROUP, CONTROL
 _CDB16 = struct.Struct(">BBQIBB")  # opcode, flags, LBA, LENGTH, GROUP, CONTROL
 _CDB_CAW = struct.Struct(">BBQ3xBBB")  # opcode, flags, LBA, NUMBER OF LOGICAL BLOCKS@13, ...
+# WRITE ATOMIC(16): opcode, flags, LBA, ATOMIC BOUNDARY, TRANSFER LENGTH@12, GROUP, CONTROL
+_CDB_WRITE_ATOMIC = struct.Struct(">BBQHHBB")
 _LBA6_MASK = 0x1FFFFF
 
 # Byte-1 flag bits of the SBC data commands (meaning depends on the opcode).
@@ -27,7 +29,7 @@ _DPO = 0x10
 _FUA = 0x08
 _PROTECT_SHIFT = 5  # RDPROTECT / WRPROTECT / VRPROTECT, bits 7-5
 _BYTCHK_SHIFT = 1  # BYTCHK, bits 2-1
-_IMMED = 0x02  # SYNCHRONIZE CACHE
+_IMMED = 0x02  # SYNCHRONIZE CACHE, PRE-FETCH
 _ANCHOR = 0x10  # WRITE SAME
 _UNMAP = 0x08  # WRITE SAME
 _NDOB = 0x01  # WRITE SAME(16)
@@ -59,10 +61,17 @@ class BlockCdb:
     anchor: bool = False
     unmap: bool = False
     ndob: bool = False
+    boundary: int = 0  # WRITE ATOMIC: ATOMIC BOUNDARY
 
 
 _READS = {Opcode.READ_6, Opcode.READ_10, Opcode.READ_12, Opcode.READ_16}
-_WRITES = {Opcode.WRITE_6, Opcode.WRITE_10, Opcode.WRITE_12, Opcode.WRITE_16}
+_WRITES = {
+    Opcode.WRITE_6,
+    Opcode.WRITE_10,
+    Opcode.WRITE_12,
+    Opcode.WRITE_16,
+    Opcode.ORWRITE_16,
+}
 _VERIFIES = {
     Opcode.VERIFY_10,
     Opcode.VERIFY_12,
@@ -71,7 +80,12 @@ _VERIFIES = {
     Opcode.WRITE_AND_VERIFY_12,
     Opcode.WRITE_AND_VERIFY_16,
 }
-_SYNCS = {Opcode.SYNCHRONIZE_CACHE_10, Opcode.SYNCHRONIZE_CACHE_16}
+_SYNCS = {
+    Opcode.SYNCHRONIZE_CACHE_10,
+    Opcode.SYNCHRONIZE_CACHE_16,
+    Opcode.PRE_FETCH_10,
+    Opcode.PRE_FETCH_16,
+}
 _WRITE_SAMES = {Opcode.WRITE_SAME_10, Opcode.WRITE_SAME_16}
 
 
@@ -92,7 +106,8 @@ def _range(cdb: bytes) -> tuple[int, int, int, int]:
 
 def decode_block(cdb: bytes) -> BlockCdb:
     """Decode any READ/WRITE/VERIFY/WRITE AND VERIFY/SYNCHRONIZE CACHE/WRITE SAME/
-    COMPARE AND WRITE CDB. READ(6)/WRITE(6) length 0 means 256 blocks."""
+    COMPARE AND WRITE/PRE-FETCH/ORWRITE/WRITE ATOMIC CDB. READ(6)/WRITE(6) length 0
+    means 256 blocks."""
     if not cdb:
         raise SenseError.invalid_cdb()
     op = cdb[0]
@@ -109,6 +124,18 @@ def decode_block(cdb: bytes) -> BlockCdb:
             protect=flags >> _PROTECT_SHIFT,
             dpo=bool(flags & _DPO),
             fua=bool(flags & _FUA),
+        )
+    if op == Opcode.WRITE_ATOMIC_16:
+        _, flags, lba, boundary, blocks, _, _ = _unpack(_CDB_WRITE_ATOMIC, cdb)
+        return BlockCdb(
+            op,
+            lba,
+            blocks,
+            length_byte=12,
+            protect=flags >> _PROTECT_SHIFT,
+            dpo=bool(flags & _DPO),
+            fua=bool(flags & _FUA),
+            boundary=boundary,
         )
     flags, lba, length, length_byte = _range(cdb)
     protect = flags >> _PROTECT_SHIFT
@@ -275,4 +302,56 @@ def decode_start_stop(cdb: bytes) -> StartStopCdb:
     _, immed, _, flags, _ = _unpack(_START_STOP, cdb)
     return StartStopCdb(
         bool(immed & 0x01), flags >> 4, bool(flags & 0x04), bool(flags & 0x02), bool(flags & 0x01)
+    )
+
+
+_GET_LBA_STATUS = struct.Struct(">BBQIBB")  # opcode, SA, STARTING LBA, ALLOC LEN, ..., CONTROL
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GetLbaStatusCdb:
+    lba: int
+    alloc_len: int
+
+
+def decode_get_lba_status(cdb: bytes) -> GetLbaStatusCdb:
+    _, _, lba, alloc_len, _, _ = _unpack(_GET_LBA_STATUS, cdb)
+    return GetLbaStatusCdb(lba, alloc_len)
+
+
+_READ_DEFECT_DATA_10 = struct.Struct(">BxB4xHB")  # opcode, flags@2, ALLOCATION LENGTH@7
+_READ_DEFECT_DATA_12 = struct.Struct(">BBIIxB")  # opcode, flags, INDEX, ALLOCATION LENGTH@6
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReadDefectDataCdb:
+    twelve: bool
+    flags: int  # REQ_PLIST (bit 4) | REQ_GLIST (bit 3) | DEFECT LIST FORMAT (bits 2-0)
+    alloc_len: int
+
+
+def decode_read_defect_data(cdb: bytes) -> ReadDefectDataCdb:
+    if cdb and cdb[0] == Opcode.READ_DEFECT_DATA_12:
+        _, flags, _, alloc_len, _ = _unpack(_READ_DEFECT_DATA_12, cdb)
+        return ReadDefectDataCdb(True, flags & 0x1F, alloc_len)
+    _, flags, alloc_len, _ = _unpack(_READ_DEFECT_DATA_10, cdb)
+    return ReadDefectDataCdb(False, flags & 0x1F, alloc_len)
+
+
+_FORMAT_UNIT = struct.Struct(">BB3xB")  # opcode, flags, vendor specific, obsolete, CONTROL
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FormatUnitCdb:
+    fmtpinfo: int  # bits 7-6
+    longlist: bool
+    fmtdata: bool
+    cmplst: bool
+    defect_list_format: int
+
+
+def decode_format_unit(cdb: bytes) -> FormatUnitCdb:
+    _, flags, _ = _unpack(_FORMAT_UNIT, cdb)
+    return FormatUnitCdb(
+        flags >> 6, bool(flags & 0x20), bool(flags & 0x10), bool(flags & 0x08), flags & 0x07
     )

@@ -6,6 +6,8 @@ configfs layout (drivers/target/target_core_user.c, target_core_configfs.c):
     attrib/dev_size       bytes (kernels >= 4.16)
     attrib/hw_block_size  bytes
     attrib/emulate_write_cache  0/1
+    attrib/hw_max_sectors logical blocks per command ("HwMaxSectors:" in info)
+    attrib/max_data_area_mb  the ring's data area ("MaxDataAreaMB:" in info)
     attrib/nl_reply_supported   >0: the kernel waits for netlink replies (if on globally)
     action/block_dev      1: new commands fail with BUSY; 0: resume
     action/reset_ring     1: in-flight commands fail with BUSY, head = tail = 0
@@ -16,7 +18,7 @@ from __future__ import annotations
 import os
 import re
 
-from tcmu.handler import DeviceInfo
+from tcmu.handler import DEFAULT_DATA_AREA_BYTES, DEFAULT_MAX_SECTORS, DeviceInfo
 from tcmu.uio import UIO_PREFIX
 
 CONFIGFS = "/sys/kernel/config"
@@ -61,11 +63,27 @@ def _size(devdir: str) -> int:
     return int(m.group(1))
 
 
+def _optional_int(devdir: str, attrib: str, info_key: str) -> int | None:
+    """attrib/<attrib>, else "<info_key>: N" in info, else None (older kernels lack some)."""
+    try:
+        return int(_read(os.path.join(devdir, "attrib", attrib)))
+    except (DeviceError, ValueError):
+        pass
+    try:
+        info = _read(os.path.join(devdir, "info"))
+    except DeviceError:
+        return None
+    m = re.search(rf"(?:^|\s){info_key}: (\d+)", info)
+    return int(m.group(1)) if m else None
+
+
 def read_device_info(uio: str, name: str, configfs: str = CONFIGFS) -> DeviceInfo:
     """DeviceInfo of the TCMU device whose UIO is `uio` ("uio0") and UIO name `name`."""
     hba, dev_name, config = parse_uio_name(name)
     devdir = device_dir(hba, dev_name, configfs)
     attrib = os.path.join(devdir, "attrib")
+    max_sectors = _optional_int(devdir, "hw_max_sectors", "HwMaxSectors")
+    data_area_mb = _optional_int(devdir, "max_data_area_mb", "MaxDataAreaMB")
     return DeviceInfo(
         uio=uio,
         name=name,
@@ -75,6 +93,8 @@ def read_device_info(uio: str, name: str, configfs: str = CONFIGFS) -> DeviceInf
         size=_size(devdir),
         block_size=int(_read(os.path.join(attrib, "hw_block_size"))),
         write_cache=_read(os.path.join(attrib, "emulate_write_cache")) not in ("", "0"),
+        max_sectors=max_sectors or DEFAULT_MAX_SECTORS,
+        data_area_bytes=(data_area_mb << 20) if data_area_mb else DEFAULT_DATA_AREA_BYTES,
     )
 
 

@@ -149,6 +149,10 @@ class Result:
         return cls(Status.CHECK_CONDITION, sense)
 
 
+DEFAULT_MAX_SECTORS = 128  # target_core_user's hw_max_sectors
+DEFAULT_DATA_AREA_BYTES = 1 << 30  # target_core_user's default max_data_area_mb (1024)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class DeviceInfo:
     """What the runtime knows of the device a handler serves (from sysfs/configfs)."""
@@ -161,6 +165,10 @@ class DeviceInfo:
     size: int  # bytes (dev_size)
     block_size: int  # hw_block_size
     write_cache: bool
+    # The most the kernel sends in one command: hw_max_sectors (in logical blocks) and
+    # the ring's data area (max_data_area_mb). Defaults: the kernel's own defaults.
+    max_sectors: int = DEFAULT_MAX_SECTORS
+    data_area_bytes: int = DEFAULT_DATA_AREA_BYTES
 
     @property
     def subtype(self) -> str:

@@ -147,6 +147,18 @@ class SenseError(Exception):
         return cls(SenseKey.ILLEGAL_REQUEST, Asc.LBA_OUT_OF_RANGE)
 
     @classmethod
+    def data_length_mismatch(cls) -> SenseError:
+        """The data-out buffer is not the length the CDB implies: INVALID FIELD IN COMMAND
+        INFORMATION UNIT (0E/03), no field pointer."""
+        return cls(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT)
+
+    @classmethod
+    def stopped(cls) -> SenseError:
+        """NOT READY, LOGICAL UNIT NOT READY, INITIALIZING COMMAND REQUIRED (02/04/02): the
+        unit was stopped by START STOP UNIT and needs a START to serve the medium again."""
+        return cls(SenseKey.NOT_READY, Asc.LOGICAL_UNIT_NOT_READY_INITIALIZING_COMMAND_REQUIRED)
+
+    @classmethod
     def miscompare(cls, offset: int) -> SenseError:
         """MISCOMPARE 1D/00; INFORMATION = offset of the first differing data-out byte."""
         return cls(SenseKey.MISCOMPARE, Asc.MISCOMPARE_DURING_VERIFY, information=offset)

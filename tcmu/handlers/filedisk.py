@@ -3,6 +3,9 @@
 Spec: "tcmu.handlers.filedisk:FileDisk path=/var/tmp/disk.img"; without `path` the file
 is dev_config after the subtype ("<subtype>/<path>"). A missing or short file is created
 or extended (sparsely) to the device size.
+
+FdDisk, the storage over any file descriptor, is shared with RamDisk (a memfd): UNMAP
+punches holes, GET LBA STATUS reads the holes back with SEEK_DATA/SEEK_HOLE.
 """
 
 from __future__ import annotations
@@ -45,34 +48,65 @@ def _advance(views: list[memoryview], done: int) -> list[memoryview]:
     return rest
 
 
-class FileDisk(BlockHandler):
+def _seek(fd: int, pos: int, whence: int) -> int | None:
+    """lseek SEEK_DATA/SEEK_HOLE; None when there is no data (or no file) at or after pos."""
+    try:
+        return os.lseek(fd, pos, whence)
+    except OSError as err:
+        if err.errno == errno.ENXIO:
+            return None
+        raise
+
+
+def _hole_run(fd: int, pos: int, end: int, block_size: int) -> tuple[int, int]:
+    """The first run of whole blocks lying in a hole at or after pos (block aligned), as
+    (start, stop); (end, end) when there is none before end. Past the end of the file
+    counts as a hole: FdDisk reads it as zeroes."""
+    while pos < end:
+        hole = _seek(fd, pos, os.SEEK_HOLE)
+        if hole is None:  # pos is at or past the end of the file
+            hole = pos
+        start = -(-hole // block_size) * block_size
+        if start >= end:
+            break
+        data = _seek(fd, hole, os.SEEK_DATA)
+        stop = end if data is None else min(data // block_size * block_size, end)
+        if stop > start:
+            return start, stop
+        assert data is not None  # a hole to the end of the file always holds a block
+        pos = data
+    return end, end
+
+
+def fd_extents(
+    fd: int, offset: int, length: int, block_size: int, limit: int
+) -> list[tuple[int, int, bool]]:
+    """(offset, length, mapped) extents of whole blocks from offset on, alternating; a
+    block is unmapped only if it lies entirely in a hole (so it reads back as zeroes)."""
+    end = offset + length
+    extents: list[tuple[int, int, bool]] = []
+    pos = offset
+    while pos < end and len(extents) < limit:
+        start, stop = _hole_run(fd, pos, end, block_size)
+        if start > pos:
+            extents.append((pos, start - pos, True))
+            pos = start
+        else:
+            extents.append((pos, stop - pos, False))
+            pos = stop
+    return extents
+
+
+class FdDisk(BlockHandler):
+    """Storage over the file descriptor self._fd (set by the subclass)."""
+
     unmap_reads_zeroes = True  # punched holes and the zero-writing fallback read as zeroes
 
-    def __init__(self, device: DeviceInfo, path: str | None = None, **options: str) -> None:
+    def __init__(self, device: DeviceInfo, **options: str) -> None:
         super().__init__(device, **options)
-        self.path = path or device.cfgstring
-        if not self.path:
-            raise ValueError(
-                f"{type(self).__name__} needs a backing file: give path=FILE or "
-                f"dev_config '<subtype>/FILE' (got {device.config!r})"
-            )
         self._fd = -1
         self._can_punch = True
-
-    def open(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            if os.fstat(fd).st_size < self.device.size:
-                os.ftruncate(fd, self.device.size)  # sparse: no blocks allocated
-        except OSError:
-            os.close(fd)
-            raise
-        self._fd = fd
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        self._label = type(self).__name__  # names the storage in error messages
 
     def read(self, offset: int, buf: ScatterBuffer) -> None:
         views = [v for v in buf.views if len(v)]
@@ -90,7 +124,7 @@ class FileDisk(BlockHandler):
         while views:
             done = os.pwritev(self._fd, views[:_IOV_MAX], offset)
             if done == 0:
-                raise OSError(errno.EIO, f"{self.path}: pwritev stored nothing at {offset}")
+                raise OSError(errno.EIO, f"{self._label}: pwritev stored nothing at {offset}")
             offset += done
             views = _advance(views, done)
 
@@ -105,6 +139,44 @@ class FileDisk(BlockHandler):
                 return
             err = ctypes.get_errno()
             if err not in (errno.EOPNOTSUPP, errno.ENOSYS):
-                raise OSError(err, f"{self.path}: fallocate punch hole: {os.strerror(err)}")
+                raise OSError(err, f"{self._label}: fallocate punch hole: {os.strerror(err)}")
         self._can_punch = False  # the file system cannot punch: write zeroes from now on
         self.write_zeroes(offset, length)
+
+    def mapped_extents(self, offset: int, length: int, limit: int) -> list[tuple[int, int, bool]]:
+        try:
+            return fd_extents(self._fd, offset, length, self.block_size, limit)
+        except OSError as err:
+            if err.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+            return [(offset, length, True)]  # no SEEK_HOLE here: "mapped" is always true
+
+
+class FileDisk(FdDisk):
+    def __init__(self, device: DeviceInfo, path: str | None = None, **options: str) -> None:
+        super().__init__(device, **options)
+        self.path = path or device.cfgstring
+        if not self.path:
+            raise ValueError(
+                f"{type(self).__name__} needs a backing file: give path=FILE or "
+                f"dev_config '<subtype>/FILE' (got {device.config!r})"
+            )
+        self._label = self.path
+
+    def open(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            if os.fstat(fd).st_size < self.device.size:
+                os.ftruncate(fd, self.device.size)  # sparse: no blocks allocated
+        except OSError:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def prefetch(self, offset: int, length: int) -> None:
+        os.posix_fadvise(self._fd, offset, length, os.POSIX_FADV_WILLNEED)

@@ -1,171 +1,50 @@
-"""BlockHandler driven through handle() with no kernel: Commands whose ScatterBuffer is
-several views of one bytearray, cut at odd sizes so every transfer crosses view edges.
+"""BlockHandler driven through handle() with no kernel (helpers in blockkit.py).
 
-Expected sense is written out byte by byte here (not built with tcmu.sense), in fixed
-format unless a test turns D_SENSE on.
+Expected sense is written out byte by byte (not built with tcmu.sense), in fixed format
+unless a test turns D_SENSE on. New command families and the newer rules have their own
+modules: test_block_limits.py, test_block_buffers.py, test_sbc_extra.py.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
 import struct
 
 import pytest
+from blockkit import (
+    BLOCKS,
+    BS,
+    ILLEGAL_REQUEST,
+    MEDIUM_ERROR,
+    MISCOMPARE,
+    MemDisk,
+    ThinDisk,
+    all_commands,
+    assert_check,
+    assert_good,
+    assert_mismatch,
+    caw,
+    cdb_sks,
+    evpd,
+    make_device,
+    mode_select_6,
+    param_sks,
+    pattern,
+    read_capacity_16,
+    rsoc,
+    run,
+    rw6,
+    rw10,
+    rw12,
+    rw16,
+    scattered,
+    set_d_sense,
+    unmap_cdb,
+    unmap_params,
+)
 
 from scsi.constants import Status
 from tcmu.block import BlockHandler
-from tcmu.handler import Command, DeviceInfo, Result, ScatterBuffer
-
-BS = 512
-BLOCKS = 300  # more than 256, so READ(6) with length 0 (= 256 blocks) fits
-
-ILLEGAL_REQUEST = 0x05
-MISCOMPARE = 0x0E
-MEDIUM_ERROR = 0x03
-
-
-def make_device(
-    blocks: int = BLOCKS, block_size: int = BS, write_cache: bool = True, name: str = "disk0"
-) -> DeviceInfo:
-    return DeviceInfo(
-        uio="uio0",
-        name=f"tcm-user/1/{name}/harness/x",
-        hba=1,
-        dev_name=name,
-        config="harness/x",
-        size=blocks * block_size,
-        block_size=block_size,
-        write_cache=write_cache,
-    )
-
-
-class MemDisk(BlockHandler):
-    """Storage in a bytearray; counts flushes. No unmap(): the capability is off."""
-
-    def __init__(self, device: DeviceInfo) -> None:
-        super().__init__(device)
-        self.mem = bytearray(device.size)
-        self.flushes = 0
-        self.fail_with: OSError | None = None
-
-    def read(self, offset: int, buf: ScatterBuffer) -> None:
-        if self.fail_with:
-            raise self.fail_with
-        buf.write(self.mem[offset : offset + len(buf)])
-
-    def write(self, offset: int, buf: ScatterBuffer) -> None:
-        if self.fail_with:
-            raise self.fail_with
-        self.mem[offset : offset + len(buf)] = buf.read()
-
-    def flush(self) -> None:
-        self.flushes += 1
-
-
-class ThinDisk(MemDisk):
-    """MemDisk with unmap(): records the ranges and zeroes them."""
-
-    unmap_reads_zeroes = True
-
-    def __init__(self, device: DeviceInfo) -> None:
-        super().__init__(device)
-        self.unmapped: list[tuple[int, int]] = []
-
-    def unmap(self, offset: int, length: int) -> None:
-        self.unmapped.append((offset, length))
-        self.mem[offset : offset + length] = bytes(length)
-
-
-def scattered(size: int) -> ScatterBuffer:
-    """A ScatterBuffer of `size` bytes in views of 1, 7, 509, 600, 1000, ... bytes."""
-    backing = memoryview(bytearray(size))
-    views = []
-    pos = 0
-    for piece in itertools.cycle((1, 7, 509, 600, 1000)):
-        if pos >= size:
-            break
-        views.append(backing[pos : pos + piece])
-        pos += piece
-    return ScatterBuffer(views)
-
-
-@dataclasses.dataclass
-class Outcome:
-    result: Result
-    data_in: bytes  # what the initiator receives (after the runtime's copy and residual)
-    buf: ScatterBuffer
-
-
-def run(handler: BlockHandler, cdb: bytes, data_out: bytes = b"", buf_len: int = -1) -> Outcome:
-    if buf_len < 0:
-        buf_len = len(data_out) if data_out else 1 << 18
-    buf = scattered(buf_len)
-    buf.write(data_out)
-    result = handler.handle(Command(1, bytes(cdb), buf))
-    stored = len(buf)
-    if result.data is not None:  # the runtime's part: copy data-in into the buffer
-        stored = buf.write(result.data)
-    valid = stored if result.read_len is None else min(result.read_len, stored)
-    return Outcome(result, buf.read(0, valid), buf)
-
-
-def fixed_sense(
-    key: int, asc: int, ascq: int = 0, *, info: int | None = None, sks: bytes = bytes(3)
-) -> bytes:
-    out = bytearray(18)
-    out[0] = 0xF0 if info is not None else 0x70
-    out[2] = key
-    out[3:7] = (info or 0).to_bytes(4, "big")
-    out[7] = 10
-    out[12], out[13] = asc, ascq
-    out[15:18] = sks
-    return bytes(out)
-
-
-def assert_check(
-    out: Outcome, key: int, asc: int, ascq: int = 0, *, info: int | None = None, sks: bytes = b""
-) -> None:
-    assert out.result.status == Status.CHECK_CONDITION
-    assert out.result.sense == fixed_sense(key, asc, ascq, info=info, sks=sks or bytes(3))
-
-
-def assert_good(out: Outcome) -> None:
-    assert (out.result.status, out.result.sense) == (Status.GOOD, b"")
-
-
-def cdb_sks(byte: int, bit: int | None = None) -> bytes:
-    """Sense-key-specific bytes for a field pointer into the CDB."""
-    return bytes([0xC0 | (0x08 | bit if bit is not None else 0)]) + byte.to_bytes(2, "big")
-
-
-def param_sks(byte: int, bit: int | None = None) -> bytes:
-    """... into the parameter list (C/D = 0)."""
-    return bytes([0x80 | (0x08 | bit if bit is not None else 0)]) + byte.to_bytes(2, "big")
-
-
-def rw6(op: int, lba: int, blocks: int) -> bytes:
-    return struct.pack(">IBB", (op << 24) | lba, blocks, 0)
-
-
-def rw10(op: int, lba: int, blocks: int, flags: int = 0) -> bytes:
-    return struct.pack(">BBIBHB", op, flags, lba, 0, blocks, 0)
-
-
-def rw12(op: int, lba: int, blocks: int, flags: int = 0) -> bytes:
-    return struct.pack(">BBIIBB", op, flags, lba, blocks, 0, 0)
-
-
-def rw16(op: int, lba: int, blocks: int, flags: int = 0) -> bytes:
-    return struct.pack(">BBQIBB", op, flags, lba, blocks, 0, 0)
-
-
-def caw(lba: int, blocks: int, flags: int = 0) -> bytes:
-    return struct.pack(">BBQ3xBBB", 0x89, flags, lba, blocks, 0, 0)
-
-
-def pattern(length: int, seed: int = 1) -> bytes:
-    return bytes((i * 7 + seed) & 0xFF for i in range(length))
+from tcmu.handler import Command, ScatterBuffer
 
 
 @pytest.fixture
@@ -178,17 +57,12 @@ def thin() -> ThinDisk:
     return ThinDisk(make_device())
 
 
-def set_d_sense(handler: BlockHandler) -> None:
-    page = bytes([0x0A, 0x0A, 0x04, 0x10]) + bytes(8)
-    assert_good(run(handler, bytes([0x15, 0x10, 0, 0, 16, 0]), bytes(4) + page))
-
-
 # --- dispatch ---------------------------------------------------------------------------
 
 
 def test_unknown_opcode_is_invalid_command_operation_code(disk: MemDisk) -> None:
     assert_check(run(disk, bytes([0xC0, 0, 0, 0, 0, 0])), ILLEGAL_REQUEST, 0x20)
-    assert_check(run(disk, bytes([0x04, 0, 0, 0, 0, 0])), ILLEGAL_REQUEST, 0x20)  # FORMAT UNIT
+    assert_check(run(disk, bytes([0x1D, 0, 0, 0, 0, 0])), ILLEGAL_REQUEST, 0x20)  # SEND DIAG
 
 
 def test_unknown_service_action_points_at_byte_1(disk: MemDisk) -> None:
@@ -278,12 +152,6 @@ def test_unsupported_vpd_page_points_at_byte_2(disk: MemDisk) -> None:
     assert_check(out, ILLEGAL_REQUEST, 0x24, sks=cdb_sks(2))
 
 
-def evpd(handler: BlockHandler, page: int) -> bytes:
-    out = run(handler, bytes([0x12, 0x01, page, 0x01, 0x00, 0]))
-    assert_good(out)
-    return out.data_in
-
-
 def test_vpd_supported_pages(disk: MemDisk) -> None:
     assert evpd(disk, 0x00) == bytes([0, 0x00, 0, 6, 0x00, 0x80, 0x83, 0xB0, 0xB1, 0xB2])
 
@@ -312,15 +180,21 @@ def test_vpd_device_identification() -> None:
 def test_vpd_block_limits_without_unmap(disk: MemDisk) -> None:
     data = evpd(disk, 0xB0)
     assert data[:4] == bytes([0, 0xB0, 0, 0x3C]) and len(data) == 64
-    wsnz, max_caw, granularity, max_xfer, opt_xfer = struct.unpack_from(">BBHII", data, 4)
-    assert (wsnz, max_caw, granularity, max_xfer, opt_xfer) == (1, 1, 1, 16384, 16384)
-    assert struct.unpack_from(">II", data, 20) == (0, 0)  # no UNMAP
-    assert struct.unpack_from(">Q", data, 36) == ((64 << 20) // BS,)
+    # WSNZ, MAX CAW, granularity, max/optimal transfer and max prefetch = hw_max_sectors
+    fields = struct.unpack_from(">BBHIII", data, 4)
+    assert fields == (1, 1, 1, 128, 128, 128)
+    assert struct.unpack_from(">IIII", data, 20) == (0, 0, 0, 0)  # no UNMAP: no granularity
+    assert struct.unpack_from(">Q", data, 36) == (BLOCKS,)  # WRITE SAME: at most the LUN
+    # atomic: max transfer (64 KiB), alignment, granularity, with boundary, boundary size
+    assert struct.unpack_from(">IIIII", data, 44) == (128, 1, 1, 0, 0)
 
 
 def test_vpd_block_limits_with_unmap(thin: ThinDisk) -> None:
     data = evpd(thin, 0xB0)
-    assert struct.unpack_from(">II", data, 20) == ((1 << 30) // BS, 64)
+    # MAX UNMAP LBA COUNT (capped at the LUN), descriptors, OPTIMAL UNMAP GRANULARITY, UGAVALID 0
+    assert struct.unpack_from(">IIII", data, 20) == (BLOCKS, 64, 4096 // BS, 0)
+    big = ThinDisk(make_device(blocks=(1 << 30) // BS + 1))
+    assert struct.unpack_from(">II", evpd(big, 0xB0), 20) == ((1 << 30) // BS, 64)
 
 
 def test_vpd_block_device_characteristics(disk: MemDisk) -> None:
@@ -363,10 +237,6 @@ def test_read_capacity_lba_without_pmi_is_invalid(disk: MemDisk) -> None:
     assert_good(run(disk, bytes([0x25, 0, 0, 0, 0, 1, 0, 0, 1, 0])))
 
 
-def read_capacity_16(alloc: int = 32) -> bytes:
-    return bytes([0x9E, 0x10]) + bytes(8) + alloc.to_bytes(4, "big") + bytes(2)
-
-
 def test_read_capacity_16(disk: MemDisk, thin: ThinDisk) -> None:
     out = run(disk, read_capacity_16())
     assert_good(out)
@@ -382,6 +252,7 @@ def test_read_capacity_16_allocation_length(disk: MemDisk) -> None:
 
 # --- MODE SENSE / MODE SELECT ---------------------------------------------------------------
 
+RW_ERROR_RECOVERY = bytes([0x01, 0x0A, 0x80]) + bytes(9)  # AWRE
 CACHING_WCE = bytes([0x08, 0x12, 0x04]) + bytes(17)
 CONTROL = bytes([0x0A, 0x0A, 0x00, 0x10]) + bytes(8)
 INFO_EXCEPTIONS = bytes([0x1C, 0x0A, 0x08]) + bytes(9)
@@ -391,7 +262,7 @@ SHORT_BD = bytes([0, 0, 0x01, 0x2C, 0, 0, 0x02, 0x00])  # 300 blocks of 512
 def test_mode_sense_6_all_pages(disk: MemDisk) -> None:
     out = run(disk, bytes([0x1A, 0, 0x3F, 0, 255, 0]))
     assert_good(out)
-    pages = CACHING_WCE + CONTROL + INFO_EXCEPTIONS
+    pages = RW_ERROR_RECOVERY + CACHING_WCE + CONTROL + INFO_EXCEPTIONS  # ascending codes
     assert out.data_in == bytes([3 + 8 + len(pages), 0, 0x10, 8]) + SHORT_BD + pages
 
 
@@ -416,7 +287,8 @@ def test_mode_sense_10_short_descriptor(disk: MemDisk) -> None:
 def test_mode_sense_changeable_and_default(disk: MemDisk) -> None:
     out = run(disk, bytes([0x1A, 0x08, 0x40 | 0x3F, 0, 255, 0]))
     changeable = (
-        bytes([0x08, 0x12, 0x04]) + bytes(17) + bytes([0x0A, 0x0A, 0x04]) + bytes(9)
+        bytes([0x01, 0x0A]) + bytes(10)
+        + bytes([0x08, 0x12, 0x04]) + bytes(17) + bytes([0x0A, 0x0A, 0x04]) + bytes(9)
         + bytes([0x1C, 0x0A]) + bytes(10)
     )  # fmt: skip
     assert out.data_in[4:] == changeable
@@ -442,11 +314,7 @@ def test_mode_sense_unknown_page_and_subpage(disk: MemDisk) -> None:
 
 def test_mode_sense_allocation_length(disk: MemDisk) -> None:
     out = run(disk, bytes([0x1A, 0, 0x3F, 0, 4, 0]))
-    assert (out.result.read_len, out.data_in) == (4, bytes([55, 0, 0x10, 8]))
-
-
-def mode_select_6(handler: BlockHandler, params: bytes, flags: int = 0x10) -> Outcome:
-    return run(handler, bytes([0x15, flags, 0, 0, len(params), 0]), params)
+    assert (out.result.read_len, out.data_in) == (4, bytes([67, 0, 0x10, 8]))
 
 
 def test_mode_select_d_sense_switches_sense_format(disk: MemDisk) -> None:
@@ -561,7 +429,8 @@ def test_read_fills_the_command_views_zero_copy(disk: MemDisk) -> None:
     assert b"".join(bytes(v) for v in buf.views) == pattern(BS, seed=9)
 
 
-def test_read6_length_zero_is_256_blocks(disk: MemDisk) -> None:
+def test_read6_length_zero_is_256_blocks() -> None:
+    disk = MemDisk(make_device(max_sectors=256))
     disk.mem[255 * BS : 256 * BS] = b"\xab" * BS
     out = run(disk, rw6(0x08, 0, 0), buf_len=256 * BS)
     assert out.result.read_len == 256 * BS
@@ -574,7 +443,8 @@ def test_lba_out_of_range(disk: MemDisk) -> None:
     assert_check(run(disk, rw10(0x28, BLOCKS, 0)), ILLEGAL_REQUEST, 0x21)
     assert_check(run(disk, rw16(0x88, (1 << 64) - 1, 1)), ILLEGAL_REQUEST, 0x21)
     assert_check(run(disk, rw16(0x8A, BLOCKS, 1), bytes(BS)), ILLEGAL_REQUEST, 0x21)
-    assert_check(run(disk, rw6(0x08, 100, 0)), ILLEGAL_REQUEST, 0x21)  # 100 + 256 > 300
+    roomy = MemDisk(make_device(max_sectors=256))
+    assert_check(run(roomy, rw6(0x08, 100, 0)), ILLEGAL_REQUEST, 0x21)  # 100 + 256 > 300
     assert_good(run(disk, rw10(0x28, BLOCKS - 1, 0)))
 
 
@@ -588,19 +458,23 @@ def test_transfer_beyond_maximum_is_invalid_field(disk: MemDisk) -> None:
     assert_check(out, ILLEGAL_REQUEST, 0x24, sks=cdb_sks(10))
 
 
-def test_buffer_smaller_than_transfer_uses_the_buffer(disk: MemDisk) -> None:
+def test_read_buffer_smaller_than_transfer_is_invalid_field(disk: MemDisk) -> None:
     disk.mem[: 2 * BS] = pattern(2 * BS)
     out = run(disk, rw10(0x28, 0, 2), buf_len=BS + 10)
-    assert (out.result.read_len, out.data_in) == (BS + 10, pattern(2 * BS)[: BS + 10])
-    assert_good(run(disk, rw10(0x2A, 10, 2), b"\x55" * 100))
-    assert disk.mem[10 * BS : 10 * BS + 101] == b"\x55" * 100 + b"\x00"
+    assert_check(out, ILLEGAL_REQUEST, 0x24)  # no field pointer
+    assert out.result.data is None and out.buf.read() == bytes(BS + 10)  # nothing returned
 
 
-def test_buffer_larger_than_transfer_is_left_alone(disk: MemDisk) -> None:
+def test_write_buffer_of_another_length_is_a_mismatch(disk: MemDisk) -> None:
+    assert_mismatch(run(disk, rw10(0x2A, 10, 2), b"\x55" * 100))
+    assert_mismatch(run(disk, rw10(0x2A, 0, 1), b"\x11" * (2 * BS)))
+    assert disk.mem == bytes(len(disk.mem))  # nothing written
+
+
+def test_read_buffer_larger_than_transfer_is_left_alone(disk: MemDisk) -> None:
     out = run(disk, rw10(0x28, 0, 1), buf_len=3 * BS)
+    assert_good(out)
     assert out.result.read_len == BS
-    assert_good(run(disk, rw10(0x2A, 0, 1), b"\x11" * (2 * BS)))
-    assert disk.mem[BS : 2 * BS] == bytes(BS)
 
 
 def test_fua_flushes_and_dpo_is_accepted(disk: MemDisk) -> None:
@@ -741,22 +615,15 @@ def test_write_same_field_errors(disk: MemDisk) -> None:
         sks=cdb_sks(1, 4),
     )  # fmt: skip
     assert_check(run(disk, rw10(0x41, BLOCKS - 1, 2), bytes(BS)), ILLEGAL_REQUEST, 0x21)
-    assert_check(run(disk, rw10(0x41, 0, 1), b"\x01" * 100), ILLEGAL_REQUEST, 0x24)  # < 1 block
-    big = run(disk, rw16(0x93, 0, (64 << 20) // BS + 1), bytes(BS))
-    assert_check(big, ILLEGAL_REQUEST, 0x24, sks=cdb_sks(10))
+    assert_mismatch(run(disk, rw10(0x41, 0, 1), b"\x01" * 100))  # less than one block
+    big = MemDisk(make_device(blocks=(64 << 20) // BS + 8))
+    out = run(big, rw16(0x93, 0, (64 << 20) // BS + 1), bytes(BS))
+    assert_check(out, ILLEGAL_REQUEST, 0x24, sks=cdb_sks(10))  # MAXIMUM WRITE SAME LENGTH
+    out = run(disk, rw16(0x93, 0, BLOCKS + 1), bytes(BS))  # the limit is the LUN's size
+    assert_check(out, ILLEGAL_REQUEST, 0x24, sks=cdb_sks(10))
 
 
 # --- UNMAP -----------------------------------------------------------------------------------
-
-
-def unmap_params(*ranges: tuple[int, int], descriptors_len: int | None = None) -> bytes:
-    body = b"".join(struct.pack(">QI4x", lba, n) for lba, n in ranges)
-    bd_len = len(body) if descriptors_len is None else descriptors_len
-    return struct.pack(">HH4x", bd_len + 6, bd_len) + body
-
-
-def unmap_cdb(length: int, flags: int = 0) -> bytes:
-    return struct.pack(">BB4xBHB", 0x42, flags, 0, length, 0)
 
 
 def test_unmap_unsupported_is_invalid_opcode(disk: MemDisk) -> None:
@@ -849,8 +716,11 @@ def test_compare_and_write_miscompare_in_descriptor_format(disk: MemDisk) -> Non
 def test_compare_and_write_fields(disk: MemDisk) -> None:
     assert_check(run(disk, caw(0, 2), bytes(4 * BS)), ILLEGAL_REQUEST, 0x24, sks=cdb_sks(13))
     assert_check(run(disk, caw(BLOCKS, 1), bytes(2 * BS)), ILLEGAL_REQUEST, 0x21)
-    assert_check(run(disk, caw(0, 1), bytes(BS)), ILLEGAL_REQUEST, 0x24, sks=cdb_sks(13))
+    assert_mismatch(run(disk, caw(0, 1), bytes(BS)))  # data-out must be 2 blocks
+    assert_mismatch(run(disk, caw(0, 1), bytes(3 * BS)))
     assert_good(run(disk, caw(0, 0), buf_len=0))
+    assert_mismatch(run(disk, caw(0, 0), bytes(2 * BS)))  # 0 blocks: no data-out
+    assert disk.mem == bytes(len(disk.mem))
 
 
 def test_compare_and_write_fua_flushes(disk: MemDisk) -> None:
@@ -861,23 +731,6 @@ def test_compare_and_write_fua_flushes(disk: MemDisk) -> None:
 
 
 # --- REPORT SUPPORTED OPERATION CODES -------------------------------------------------------
-
-
-def rsoc(options: int, opcode: int = 0, sa: int = 0, rctd: bool = False) -> bytes:
-    flags = options | (0x80 if rctd else 0)
-    return struct.pack(">BBBBHIxB", 0xA3, 0x0C, flags, opcode, sa, 8192, 0)
-
-
-def all_commands(handler: BlockHandler, rctd: bool = False) -> list[tuple[int, int | None, int]]:
-    data = run(handler, rsoc(0, rctd=rctd)).data_in
-    step = 20 if rctd else 8
-    assert int.from_bytes(data[:4], "big") == len(data) - 4
-    commands = []
-    for pos in range(4, len(data), step):
-        op, sa, flags, cdb_len = struct.unpack_from(">BxHxBH", data, pos)
-        assert flags & 0x02 == (0x02 if rctd else 0)
-        commands.append((op, sa if flags & 0x01 else None, cdb_len))
-    return commands
 
 
 def test_rsoc_all_commands(disk: MemDisk, thin: ThinDisk) -> None:

@@ -86,10 +86,50 @@ def test_compare_and_write_blocks_at_byte_13() -> None:
     )
 
 
+def test_pre_fetch_immed() -> None:
+    got = cdb.decode_block(bytes([0x34, 0x02, 0, 0, 0, 8, 0, 0, 3, 0]))
+    assert got == BlockCdb(Opcode.PRE_FETCH_10, 8, 3, length_byte=7, immed=True)
+    raw = bytes([0x90, 0x00]) + (9).to_bytes(8, "big") + (0).to_bytes(4, "big") + bytes(2)
+    assert cdb.decode_block(raw) == BlockCdb(Opcode.PRE_FETCH_16, 9, 0, length_byte=10)
+
+
+def test_orwrite_flags() -> None:
+    raw = bytes([0x8B, 0x38]) + (5).to_bytes(8, "big") + (2).to_bytes(4, "big") + bytes(2)
+    assert cdb.decode_block(raw) == BlockCdb(
+        Opcode.ORWRITE_16, 5, 2, length_byte=10, protect=1, dpo=True, fua=True
+    )
+
+
+def test_write_atomic_boundary_and_length_at_byte_12() -> None:
+    raw = bytes([0x9C, 0x08]) + (7).to_bytes(8, "big") + bytes([0x01, 0x02, 0, 9, 0, 0])
+    assert cdb.decode_block(raw) == BlockCdb(
+        Opcode.WRITE_ATOMIC_16, 7, 9, length_byte=12, fua=True, boundary=0x0102
+    )
+
+
+def test_get_lba_status() -> None:
+    raw = bytes([0x9E, 0x12]) + (3).to_bytes(8, "big") + (24).to_bytes(4, "big") + bytes(2)
+    assert cdb.decode_get_lba_status(raw) == cdb.GetLbaStatusCdb(3, 24)
+
+
+def test_read_defect_data_10_and_12() -> None:
+    raw10 = bytes([0x37, 0, 0x1D, 0, 0, 0, 0, 0x01, 0x02, 0])
+    assert cdb.decode_read_defect_data(raw10) == cdb.ReadDefectDataCdb(False, 0x1D, 0x0102)
+    raw12 = bytes([0xB7, 0x0B, 0, 0, 0, 5, 0, 0, 0x01, 0x02, 0, 0])
+    assert cdb.decode_read_defect_data(raw12) == cdb.ReadDefectDataCdb(True, 0x0B, 0x0102)
+
+
+def test_format_unit() -> None:
+    assert cdb.decode_format_unit(bytes([0x04, 0xBB, 0, 0, 0, 0])) == cdb.FormatUnitCdb(
+        fmtpinfo=2, longlist=True, fmtdata=True, cmplst=True, defect_list_format=3
+    )
+
+
 @pytest.mark.parametrize(
     "raw",
     [b"", bytes([0x08, 0, 0]), bytes([0x28] + [0] * 8), bytes([0x88] + [0] * 10),
-     bytes([0xA8] + [0] * 8), bytes([0x89] + [0] * 14)],
+     bytes([0xA8] + [0] * 8), bytes([0x89] + [0] * 14), bytes([0x9C] + [0] * 14),
+     bytes([0x34] + [0] * 8)],
 )  # fmt: skip
 def test_short_cdb_is_invalid_field_in_cdb(raw: bytes) -> None:
     with pytest.raises(SenseError) as err:
@@ -164,7 +204,8 @@ def test_start_stop() -> None:
     "decode",
     [cdb.decode_inquiry, cdb.decode_request_sense, cdb.decode_mode_sense,
      cdb.decode_mode_select, cdb.decode_read_capacity, cdb.decode_rsoc, cdb.decode_unmap,
-     cdb.decode_start_stop],
+     cdb.decode_start_stop, cdb.decode_get_lba_status, cdb.decode_read_defect_data,
+     cdb.decode_format_unit],
 )  # fmt: skip
 def test_spc_decoders_reject_short_cdbs(decode: Callable[[bytes], object]) -> None:
     with pytest.raises(SenseError) as err:

@@ -106,6 +106,29 @@ def test_size_falls_back_to_info_not_sectorsize(tmp_path: Path) -> None:
     assert info.size == 1048576 and info.write_cache is False
 
 
+def test_transfer_limits_from_attrib(tmp_path: Path) -> None:
+    d = make_dev(tmp_path, 1, "disk0")
+    (d / "attrib" / "hw_max_sectors").write_text("2048\n")
+    (d / "attrib" / "max_data_area_mb").write_text("16\n")
+    info = devmod.read_device_info("uio0", "tcm-user/1/disk0/harness/x", str(tmp_path))
+    assert (info.max_sectors, info.data_area_bytes) == (2048, 16 << 20)
+
+
+def test_transfer_limits_fall_back_to_info(tmp_path: Path) -> None:
+    d = make_dev(tmp_path, 1, "disk0")
+    (d / "info").write_text(INFO_61.replace("HwMaxSectors: 128", "HwMaxSectors: 64")
+                            .replace("MaxDataAreaMB: 1024", "MaxDataAreaMB: 8"))  # fmt: skip
+    info = devmod.read_device_info("uio0", "tcm-user/1/disk0/harness/x", str(tmp_path))
+    assert (info.max_sectors, info.data_area_bytes) == (64, 8 << 20)
+
+
+def test_transfer_limits_default_when_absent(tmp_path: Path) -> None:
+    d = make_dev(tmp_path, 1, "disk0")
+    (d / "info").write_text("Status: ACTIVATED  Config: harness/x Size: 1048576\n")
+    info = devmod.read_device_info("uio0", "tcm-user/1/disk0/harness/x", str(tmp_path))
+    assert (info.max_sectors, info.data_area_bytes) == (128, 1 << 30)
+
+
 def test_missing_configfs_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(devmod.DeviceError, match=r"cannot read .*/info"):
         devmod.read_device_info("uio0", "tcm-user/1/disk0/harness/x", str(tmp_path))

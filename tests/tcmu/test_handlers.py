@@ -140,9 +140,26 @@ def test_ramdisk_beyond_2_tib_is_sparse() -> None:
     disk.close()
 
 
-def test_ramdisk_too_big_to_map_says_what_to_do() -> None:
+def test_ramdisk_reads_of_holes_take_no_memory() -> None:
+    disk = RamDisk(make_device(blocks=(1 << 32) + 8))  # 2 TiB + 4 KiB
+    assert run(disk, rw10(0x2A, 100, 1), pattern(BS)) == GOOD
+    read_blocks(disk, 0, 128)  # a hole read through preadv allocates nothing
+    assert os.fstat(disk._fd).st_blocks * 512 <= 2 * PAGE
+    assert disk.mapped_extents(0, 1 << 20, 64) == [
+        (0, 100 * BS // PAGE * PAGE, False),
+        (100 * BS // PAGE * PAGE, PAGE, True),
+        (100 * BS // PAGE * PAGE + PAGE, (1 << 20) - 100 * BS // PAGE * PAGE - PAGE, False),
+    ]
+    disk.close()
+
+
+def test_ramdisk_that_cannot_be_made_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_space(fd: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "ftruncate", no_space)
     with pytest.raises(OSError, match="use a smaller dev_size or a FileDisk"):
-        RamDisk(make_device(blocks=1 << 48))  # 128 PiB: beyond any address space
+        RamDisk(make_device())
 
 
 def test_ramdisk_takes_no_options() -> None:
@@ -153,7 +170,8 @@ def test_ramdisk_takes_no_options() -> None:
 def test_ramdisk_close_releases_memory() -> None:
     disk = RamDisk(make_device())
     disk.close()
-    with pytest.raises(ValueError):
+    disk.close()  # twice is harmless
+    with pytest.raises(OSError):  # the memfd is gone
         disk.read(0, scattered(BS))
 
 
