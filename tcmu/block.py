@@ -57,6 +57,19 @@ class _CommandSpec:
     medium: bool  # needs the medium: NOT READY while the unit is stopped
 
 
+# Commands whose CDB byte 1 bits 7-5 are one RDPROTECT/WRPROTECT/VRPROTECT/ORPROTECT field:
+# a non-zero value is refused with the bit pointer on the field's first bit, bit 7
+# (SPC-4 4.5.2.4.2), whichever of its bits is set.
+_PROTECT_FIELD = 0xE0
+_PROTECT_OPCODES = frozenset({
+    Opcode.READ_10, Opcode.READ_12, Opcode.READ_16,
+    Opcode.WRITE_10, Opcode.WRITE_12, Opcode.WRITE_16,
+    Opcode.VERIFY_10, Opcode.VERIFY_12, Opcode.VERIFY_16,
+    Opcode.WRITE_AND_VERIFY_10, Opcode.WRITE_AND_VERIFY_12, Opcode.WRITE_AND_VERIFY_16,
+    Opcode.WRITE_SAME_10, Opcode.WRITE_SAME_16, Opcode.COMPARE_AND_WRITE,
+    Opcode.ORWRITE_16, Opcode.WRITE_ATOMIC_16,
+})  # fmt: skip
+
 # Commands refused with NOT READY while START STOP UNIT has the unit stopped.
 _MEDIUM_ACCESS: frozenset[tuple[int, int | None]] = frozenset({(op, None) for op in (
     Opcode.TEST_UNIT_READY, Opcode.FORMAT_UNIT,
@@ -887,10 +900,13 @@ class BlockHandler(Handler):
 
 def _check_usage(cdb: bytes, usage: bytes) -> None:
     """24/00 for a CDB shorter than its command or with a bit the usage mask excludes;
-    the field pointer names the byte and its highest offending bit."""
+    the field pointer names the byte and its highest offending bit (bit 7 for a
+    protection field, the first bit of that 3-bit field)."""
     if len(cdb) < len(usage):
         raise SenseError.invalid_cdb()
     for i in range(1, len(usage)):
         bad = cdb[i] & ~usage[i] & 0xFF
         if bad:
+            if i == 1 and bad & _PROTECT_FIELD and cdb[0] in _PROTECT_OPCODES:
+                raise SenseError.invalid_cdb(1, 7)
             raise SenseError.invalid_cdb(i, bad.bit_length() - 1)

@@ -260,7 +260,11 @@ class Ring:
                 read_len = stored
         uflags = 0
         rsp_len = 0
-        # The kernel ignores a read_len of 0 (it then returns the whole buffer).
+        # The kernel ignores a read_len of 0 and returns the whole buffer, which still
+        # holds whatever an earlier command left in those data-area pages: zero it, so no
+        # stale data reaches the initiator (ALLOCATION LENGTH 0, say).
+        if read_len == 0 and len(data_in):
+            data_in.fill(0)
         if read_len is not None and self.read_len_cap and read_len < len(data_in):
             uflags = _UF_READ_LEN
             rsp_len = read_len

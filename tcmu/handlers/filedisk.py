@@ -15,6 +15,7 @@ import errno
 import functools
 import os
 from collections.abc import Callable
+from typing import ClassVar
 
 from tcmu.block import BlockHandler
 from tcmu.handler import DeviceInfo, ScatterBuffer
@@ -153,6 +154,10 @@ class FdDisk(BlockHandler):
 
 
 class FileDisk(FdDisk):
+    # Several blocks per COMPARE AND WRITE (RamDisk keeps LIO's 1), so that the suites
+    # exercise multi-block compares and miscompare offsets past the first block.
+    max_compare_and_write_blocks: ClassVar[int] = 16
+
     def __init__(self, device: DeviceInfo, path: str | None = None, **options: str) -> None:
         super().__init__(device, **options)
         self.path = path or device.cfgstring

@@ -72,7 +72,7 @@ def test_unknown_service_action_points_at_byte_1(disk: MemDisk) -> None:
 
 def test_reserved_bit_points_at_byte_and_bit(disk: MemDisk) -> None:
     out = run(disk, rw10(0x28, 0, 1, flags=0x20))  # RDPROTECT=001b: no protection info
-    assert_check(out, ILLEGAL_REQUEST, 0x24, sks=cdb_sks(1, 5))
+    assert_check(out, ILLEGAL_REQUEST, 0x24, sks=cdb_sks(1, 7))
     naca = bytearray(rw10(0x28, 0, 1))
     naca[9] = 0x04
     assert_check(run(disk, bytes(naca)), ILLEGAL_REQUEST, 0x24, sks=cdb_sks(9, 2))
@@ -767,6 +767,12 @@ def test_rsoc_never_lies(thin: ThinDisk) -> None:
         assert_check(out, ILLEGAL_REQUEST, 0x20)
 
 
+# READ/WRITE/VERIFY/WRITE AND VERIFY (10/12/16), WRITE SAME (10/16), COMPARE AND WRITE,
+# ORWRITE(16), WRITE ATOMIC(16): byte 1 bits 7-5 are one xxPROTECT field.
+PROTECT_FIELD_OPCODES = frozenset({0x28, 0xA8, 0x88, 0x2A, 0xAA, 0x8A, 0x2F, 0xAF, 0x8F,
+                                   0x2E, 0xAE, 0x8E, 0x41, 0x93, 0x89, 0x8B, 0x9C})
+
+
 def test_rsoc_usage_data_matches_the_reserved_bit_checks(thin: ThinDisk) -> None:
     """A bit the usage data leaves clear is rejected with a pointer at exactly that bit."""
     for op, sa, cdb_len in all_commands(thin):
@@ -783,7 +789,9 @@ def test_rsoc_usage_data_matches_the_reserved_bit_checks(thin: ThinDisk) -> None
                 cdb[1] = sa or 0
                 cdb[byte] |= 1 << bit
                 out = run(thin, bytes(cdb), bytes(2 * BS))
-                assert_check(out, ILLEGAL_REQUEST, 0x24, sks=cdb_sks(byte, bit))
+                # A bit of a byte-1 protection field: the pointer names the field's bit 7.
+                protect = byte == 1 and bit >= 5 and op in PROTECT_FIELD_OPCODES
+                assert_check(out, ILLEGAL_REQUEST, 0x24, sks=cdb_sks(byte, 7 if protect else bit))
 
 
 def test_rsoc_one_command(disk: MemDisk) -> None:

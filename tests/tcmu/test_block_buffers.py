@@ -258,7 +258,7 @@ def test_verify_bytchk_3_information_is_in_the_expanded_comparison(disk: MemDisk
 
 def test_verify_protection_is_refused(disk: MemDisk) -> None:
     out = run(disk, rw10(0x2F, 0, 1, flags=0x22), bytes(BS))  # VRPROTECT=001b
-    assert_check(out, ILLEGAL_REQUEST, 0x24, sks=cdb_sks(1, 5))
+    assert_check(out, ILLEGAL_REQUEST, 0x24, sks=cdb_sks(1, 7))
 
 
 def test_compare_and_write_limit_before_range_and_buffer(disk: MemDisk) -> None:

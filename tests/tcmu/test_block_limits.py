@@ -279,7 +279,7 @@ def test_loej_and_power_conditions_are_refused(disk: MemDisk) -> None:
 def test_reserved_bits_win_over_not_ready(disk: MemDisk) -> None:
     assert_good(run(disk, STOP))
     out = run(disk, rw10(0x28, 0, 1, flags=0x20))
-    assert_check(out, ILLEGAL_REQUEST, 0x24, sks=cdb_sks(1, 5))
+    assert_check(out, ILLEGAL_REQUEST, 0x24, sks=cdb_sks(1, 7))
     assert_check(run(disk, bytes([0xC0]) + bytes(5)), ILLEGAL_REQUEST, 0x20)
 
 
@@ -295,7 +295,7 @@ def test_not_ready_in_descriptor_format(disk: MemDisk) -> None:
 ERROR_CASES = [
     # cdb, data-out, key, asc, ascq, information, sense-key-specific
     (rw10(0x28, BLOCKS, 1), b"", ILLEGAL_REQUEST, 0x21, 0, None, b""),
-    (rw10(0x28, 0, 1, flags=0x20), b"", ILLEGAL_REQUEST, 0x24, 0, None, cdb_sks(1, 5)),
+    (rw10(0x28, 0, 1, flags=0x20), b"", ILLEGAL_REQUEST, 0x24, 0, None, cdb_sks(1, 7)),
     (rw10(0x2A, 0, 1), bytes(10), ILLEGAL_REQUEST, 0x0E, 0x03, None, b""),
     (rw10(0x2F, 0, 1, flags=0x02), b"\x01" + bytes(BS - 1), 0x0E, 0x1D, 0, 0, b""),
     (caw(0, 1), bytes(3) + b"\x01" + bytes(2 * BS - 4), 0x0E, 0x1D, 0, 3, b""),

@@ -118,6 +118,20 @@ def test_explicit_read_len_when_the_handler_filled_the_buffer() -> None:
     assert (done.uflags, done.read_len, done.data_in) == (UFlag.READ_LEN, 8, b"01234567")
 
 
+def test_read_len_0_zeroes_the_buffer_the_kernel_returns_whole() -> None:
+    """The kernel ignores read_len 0 and copies the whole data-in buffer back: stale
+    data-area bytes from an earlier command must not go with it."""
+    k = FakeKernel()
+    r = Ring(k.buf)
+    k.queue_cmd(INQUIRY, data_in=36)
+    (cmd,) = r.fetch()
+    cmd.iov.write(b"stale data of an earlier command")
+    r.complete(cmd, Result.good(b""))
+    r.flush()
+    (done,) = k.reap()
+    assert done.read_len == 0 and done.data_in in (b"", bytes(36))
+
+
 def test_no_read_len_without_the_cap() -> None:
     k = FakeKernel(flags=int(Cap.OOOC))
     r = Ring(k.buf)

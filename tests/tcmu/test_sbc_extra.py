@@ -307,7 +307,7 @@ def test_orwrite_errors(disk: MemDisk) -> None:
     assert_check(run(disk, rw16(0x8B, 0, 129), bytes(129 * BS)), ILLEGAL_REQUEST, 0x24,
                  sks=cdb_sks(10))  # fmt: skip
     out = run(disk, rw16(0x8B, 0, 1, flags=0x20), bytes(BS))  # ORPROTECT: no protection
-    assert_check(out, ILLEGAL_REQUEST, 0x24, sks=cdb_sks(1, 5))
+    assert_check(out, ILLEGAL_REQUEST, 0x24, sks=cdb_sks(1, 7))
     assert_mismatch(run(disk, rw16(0x8B, 0, 1), b"\xff" * (BS + 1)))
     assert disk.mem == bytes(len(disk.mem))
 
@@ -349,7 +349,7 @@ def test_write_atomic_errors() -> None:
     assert_check(run(disk, atomic(BLOCKS - 1, 2), bytes(2 * BS)), ILLEGAL_REQUEST, 0x21)
     assert_mismatch(run(disk, atomic(0, 2), bytes(BS)))
     out = run(disk, atomic(0, 1, flags=0x20), bytes(BS))  # WRPROTECT
-    assert_check(out, ILLEGAL_REQUEST, 0x24, sks=cdb_sks(1, 5))
+    assert_check(out, ILLEGAL_REQUEST, 0x24, sks=cdb_sks(1, 7))
     assert disk.writes == []
 
 
