@@ -40,7 +40,8 @@ def catalog() -> list[FaultyHandler]:
     for path in sorted(FAULTY_DIR.glob("*.py")):
         module = _load(path)
         for name, cls in inspect.getmembers(module, inspect.isclass):
-            if cls.__module__ != module.__name__ or not issubclass(cls, Handler):
+            if (cls.__module__ != module.__name__ or not issubclass(cls, Handler)
+                    or name.startswith("_")):  # a private base shared by faulty handlers
                 continue
             doc = inspect.getdoc(cls) or ""
             found.append(FaultyHandler(

@@ -634,7 +634,7 @@ class SdDiscardIgnored(RamDisk):
         return super().handle(cmd)
 
 
-class SdZeroingWriteSameFirstBlockOnly(RamDisk):
+class SdBlkzerooutZeroesOneBlock(RamDisk):
     """Breaks: WRITE SAME of a zero block without UNMAP (the zeroing path) zeroes only the
     first block of the range."""
 
