@@ -271,18 +271,25 @@ def _harmless(c: Listed, block_size: int) -> tuple[bytes, bytes | None, int]:
     return bytes(b), data_out, data_in
 
 
+_NACA = 0x04  # CONTROL byte
+
+
 def _probe_bits(c: Listed, usage: bytes) -> list[tuple[int, int]]:
     """(byte, bit) of CDB bits the usage data clears, to set one at a time: every such bit
-    of byte 1 (flags live there), the highest and lowest of every later byte."""
+    of byte 1 (flags live there), the highest and lowest of every later byte, and NACA
+    (CONTROL bit 2, SAM-5 5.2) when the usage data says ACA is not supported."""
     bits = []
-    for i in range(1, min(len(usage), c.cdb_len)):
+    last = min(len(usage), c.cdb_len) - 1
+    for i in range(1, last + 1):
         clear = ~usage[i] & 0xFF
         if i == 1 and c.sa is not None:
             clear &= ~_SA_OPCODE_FIELD  # the SERVICE ACTION field, not reserved bits
         candidates = [bit for bit in range(7, -1, -1) if clear >> bit & 1]
         if i > 1:
-            candidates = sorted({candidates[0], candidates[-1]}, reverse=True) if candidates \
-                else []  # fmt: skip
+            chosen = {candidates[0], candidates[-1]} if candidates else set()
+            if i == last and clear & _NACA:
+                chosen.add(2)
+            candidates = sorted(chosen, reverse=True)
         bits += [(i, bit) for bit in candidates]
     return bits
 
@@ -473,7 +480,10 @@ def test_reserved_bits_outside_the_usage_data_are_invalid_field_in_cdb(
         for byte, bit in _probe_bits(c, usages[c.key]):
             mutated = bytearray(base)
             mutated[byte] |= 1 << bit
-            probes.append((c.name, byte, bit, (bytes(mutated), out, n)))
+            # SPC-4 4.5.2.4.2: a multi-bit field is pointed at by its most significant bit,
+            # so any bit of byte 1's xxPROTECT field (bits 7-5) is reported as bit 7.
+            pointed = 7 if byte == 1 and bit >= 5 and c.key[0] in _PROTECT_FIELD_OPCODES else bit
+            probes.append((c.name, byte, pointed, (bytes(mutated), out, n)))
     results = shared_lun.cdbs([p[3] for p in probes])
     wrong = []
     for (name, byte, bit, _), result in zip(probes, results, strict=True):
@@ -490,6 +500,16 @@ def test_reserved_bits_outside_the_usage_data_are_invalid_field_in_cdb(
                        f"refused at their field:\n" + "\n".join(wrong[:15])
                        + (f"\n(not probed, harmless CDB refused: {skipped})" if skipped else ""))
 
+
+# Commands whose CDB byte 1 bits 7-5 are one RDPROTECT/WRPROTECT/VRPROTECT/ORPROTECT field
+# (SBC-3 5.x, SBC-4 5.48).
+_PROTECT_FIELD_OPCODES = frozenset({
+    Opcode.READ_10, Opcode.READ_12, Opcode.READ_16, Opcode.WRITE_10, Opcode.WRITE_12,
+    Opcode.WRITE_16, Opcode.VERIFY_10, Opcode.VERIFY_12, Opcode.VERIFY_16,
+    Opcode.WRITE_AND_VERIFY_10, Opcode.WRITE_AND_VERIFY_12, Opcode.WRITE_AND_VERIFY_16,
+    Opcode.WRITE_SAME_10, Opcode.WRITE_SAME_16, Opcode.COMPARE_AND_WRITE, Opcode.ORWRITE_16,
+    Opcode.WRITE_ATOMIC_16,
+})  # fmt: skip
 
 # (opcode, byte, bit, needs DPOFUA): one-bit flags a harmless CDB may carry, when the usage
 # data claims them (SBC-3: DPO/FUA exist when MODE SENSE reports DPOFUA=1).
