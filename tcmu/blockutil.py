@@ -1,4 +1,5 @@
-"""Helpers shared by BlockHandler (tcmu.block) and its extra SBC commands (tcmu.sbc_extra):
+"""Helpers shared by BlockHandler's modules (tcmu.block, tcmu.commands, tcmu.inquiry,
+tcmu.modepages, tcmu.sbc, tcmu.sbc_extra):
 ScatterBuffer slicing and comparison, data-in truncation, the data-buffer length rules,
 and storage errors as MEDIUM ERROR sense.
 """

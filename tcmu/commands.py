@@ -1,0 +1,241 @@
+"""BlockHandler's command table and dispatch, and REPORT SUPPORTED OPERATION CODES.
+
+One table of CommandSpec rows (opcode, service action, CDB usage mask, method) drives
+dispatch, the reserved-bit checks and RSOC, so what RSOC reports is what is served.
+`_command_table()` lists the built-in commands; the other mixins of BlockHandler
+(tcmu.inquiry, tcmu.modepages, tcmu.sbc) and tcmu.sbc_extra provide their methods.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import struct
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from scsi.constants import Opcode, ServiceAction
+from tcmu import cdb as cdbs
+from tcmu import sbc_extra
+from tcmu.blockutil import data_in
+from tcmu.handler import Command, Result
+from tcmu.sense import SenseError
+
+if TYPE_CHECKING:
+    from tcmu.block import BlockHandler
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CommandSpec:
+    """One served command."""
+
+    opcode: int
+    service_action: int | None
+    usage: bytes  # RSOC CDB USAGE DATA: opcode, then the bits the device server uses
+    run: Callable[[Command], Result]
+    medium: bool  # needs the medium: NOT READY while the unit is stopped
+
+
+# Commands whose CDB byte 1 bits 7-5 are one RDPROTECT/WRPROTECT/VRPROTECT/ORPROTECT field:
+# a non-zero value is refused with the bit pointer on the field's first bit, bit 7
+# (SPC-4 4.5.2.4.2), whichever of its bits is set.
+_PROTECT_FIELD = 0xE0
+_PROTECT_OPCODES = frozenset({
+    Opcode.READ_10, Opcode.READ_12, Opcode.READ_16,
+    Opcode.WRITE_10, Opcode.WRITE_12, Opcode.WRITE_16,
+    Opcode.VERIFY_10, Opcode.VERIFY_12, Opcode.VERIFY_16,
+    Opcode.WRITE_AND_VERIFY_10, Opcode.WRITE_AND_VERIFY_12, Opcode.WRITE_AND_VERIFY_16,
+    Opcode.WRITE_SAME_10, Opcode.WRITE_SAME_16, Opcode.COMPARE_AND_WRITE,
+    Opcode.ORWRITE_16, Opcode.WRITE_ATOMIC_16,
+})  # fmt: skip
+
+# Commands refused with NOT READY while START STOP UNIT has the unit stopped.
+_MEDIUM_ACCESS: frozenset[tuple[int, int | None]] = frozenset({(op, None) for op in (
+    Opcode.TEST_UNIT_READY, Opcode.FORMAT_UNIT,
+    Opcode.READ_6, Opcode.READ_10, Opcode.READ_12, Opcode.READ_16,
+    Opcode.WRITE_6, Opcode.WRITE_10, Opcode.WRITE_12, Opcode.WRITE_16,
+    Opcode.VERIFY_10, Opcode.VERIFY_12, Opcode.VERIFY_16,
+    Opcode.WRITE_AND_VERIFY_10, Opcode.WRITE_AND_VERIFY_12, Opcode.WRITE_AND_VERIFY_16,
+    Opcode.WRITE_SAME_10, Opcode.WRITE_SAME_16, Opcode.UNMAP, Opcode.COMPARE_AND_WRITE,
+    Opcode.ORWRITE_16, Opcode.WRITE_ATOMIC_16, Opcode.PRE_FETCH_10, Opcode.PRE_FETCH_16,
+    Opcode.SYNCHRONIZE_CACHE_10, Opcode.SYNCHRONIZE_CACHE_16,
+)} | {(Opcode.SERVICE_ACTION_IN_16, ServiceAction.GET_LBA_STATUS)})  # fmt: skip
+
+_RSOC_DESCRIPTOR = struct.Struct(">BxHxBH")  # OPCODE, SA, CTDP|SERVACTV, CDB LENGTH
+_RSOC_ONE = struct.Struct(">xBH")  # CTDP|SUPPORT, CDB SIZE (then the usage data)
+_RSOC_TIMEOUTS = struct.Struct(">HxxII")  # LENGTH (0x0A), NOMINAL, RECOMMENDED (0: unknown)
+_CTDP = 0x02
+_SERVACTV = 0x01
+_ONE_CTDP = 0x80
+_SUPPORTED = 0x03
+_NOT_SUPPORTED = 0x01
+_RSOC_ALL = 0
+_RSOC_OPCODE = 1
+_RSOC_OPCODE_SA = 2
+_RSOC_OPCODE_MAYBE_SA = 3
+
+
+def check_usage(cdb: bytes, usage: bytes) -> None:
+    """24/00 for a CDB shorter than its command or with a bit the usage mask excludes;
+    the field pointer names the byte and its highest offending bit (bit 7 for a
+    protection field, the first bit of that 3-bit field)."""
+    if len(cdb) < len(usage):
+        raise SenseError.invalid_cdb()
+    for i in range(1, len(usage)):
+        bad = cdb[i] & ~usage[i] & 0xFF
+        if bad:
+            if i == 1 and bad & _PROTECT_FIELD and cdb[0] in _PROTECT_OPCODES:
+                raise SenseError.invalid_cdb(1, 7)
+            raise SenseError.invalid_cdb(i, bad.bit_length() - 1)
+
+
+class DispatchMixin:
+    """handle(): look the CDB up, check its reserved bits and the unit's state, run it.
+    Part of BlockHandler; `_commands` is built in BlockHandler.__init__."""
+
+    _commands: dict[tuple[int, int | None], CommandSpec]
+    _sa_opcodes: set[int]
+    _lock: threading.Lock
+    _stopped: bool
+    supports_unmap: bool
+    supports_lba_status: bool
+    descriptor_sense: bool
+
+    def _init_commands(self) -> None:
+        self._commands = {(c.opcode, c.service_action): c for c in self._command_table()}
+        self._sa_opcodes = {
+            c.opcode for c in self._commands.values() if c.service_action is not None
+        }
+
+    def handle(self, cmd: Command) -> Result:
+        with self._lock:
+            try:
+                spec = self._lookup(cmd.cdb)
+                check_usage(cmd.cdb, spec.usage)
+                if spec.medium and self._stopped:
+                    raise SenseError.stopped()
+                return spec.run(cmd)
+            except SenseError as err:
+                return Result.check_condition(err.sense(self.descriptor_sense))
+
+    def _lookup(self, cdb: bytes) -> CommandSpec:
+        if not cdb:
+            raise SenseError.invalid_cdb()
+        if cdb[0] in self._sa_opcodes:
+            spec = self._commands.get((cdb[0], cdb[1] & 0x1F)) if len(cdb) > 1 else None
+            if spec is None:
+                raise SenseError.invalid_cdb(1, 4)  # SERVICE ACTION, bits 4-0
+            return spec
+        spec = self._commands.get((cdb[0], None))
+        if spec is None:
+            raise SenseError.invalid_opcode()
+        return spec
+
+    def _command_table(self) -> list[CommandSpec]:
+        """Every served command with its CDB usage data (hex, from byte 1 on): bits
+        outside the mask are reserved or unsupported and get 24/00 with a field pointer."""
+        h: BlockHandler = self  # type: ignore[assignment]
+        unmap = 0x08 if self.supports_unmap else 0  # WRITE SAME's UNMAP bit
+        lba_len16 = "ff" * 12  # LBA(8) + LENGTH(4)
+
+        def extra(run: Callable[[BlockHandler, Command], Result]) -> Callable[[Command], Result]:
+            return functools.partial(run, h)
+
+        rows: list[tuple[int, int | None, str, Callable[[Command], Result]]] = [
+            (Opcode.TEST_UNIT_READY, None, "0000000000", h._good),
+            (Opcode.REQUEST_SENSE, None, "010000ff00", h._request_sense),
+            # FMTPINFO (bits 7-6) is examined (and refused) by the command itself.
+            (Opcode.FORMAT_UNIT, None, "ff00000000", extra(sbc_extra.format_unit)),
+            (Opcode.READ_6, None, "1fffffff00", h._read),
+            (Opcode.WRITE_6, None, "1fffffff00", h._write),
+            (Opcode.INQUIRY, None, "01ffffff00", h._inquiry),
+            (Opcode.MODE_SELECT_6, None, "100000ff00", h._mode_select),
+            (Opcode.MODE_SENSE_6, None, "08ffffff00", h._mode_sense),
+            (Opcode.START_STOP_UNIT, None, "01000ff700", h._start_stop),
+            # PREVENT field unsupported (not removable): only PREVENT=0 passes the mask.
+            (Opcode.PREVENT_ALLOW_MEDIUM_REMOVAL, None, "0000000000", h._good),
+            (Opcode.READ_CAPACITY_10, None, "00ffffffff00000100", h._read_capacity_10),
+            (Opcode.READ_10, None, "18ffffffff00ffff00", h._read),
+            (Opcode.WRITE_10, None, "18ffffffff00ffff00", h._write),
+            (Opcode.WRITE_AND_VERIFY_10, None, "16ffffffff00ffff00", h._write_and_verify),
+            (Opcode.VERIFY_10, None, "16ffffffff00ffff00", h._verify),
+            (Opcode.PRE_FETCH_10, None, "02ffffffff00ffff00", extra(sbc_extra.pre_fetch)),
+            (Opcode.SYNCHRONIZE_CACHE_10, None, "02ffffffff00ffff00", h._synchronize_cache),
+            (Opcode.READ_DEFECT_DATA_10, None, "001f00000000ffff00",
+             extra(sbc_extra.read_defect_data)),
+            (Opcode.WRITE_SAME_10, None, f"{unmap:02x}ffffffff00ffff00", h._write_same),
+            (Opcode.MODE_SELECT_10, None, "100000000000ffff00", h._mode_select),
+            (Opcode.MODE_SENSE_10, None, "18ffff000000ffff00", h._mode_sense),
+            (Opcode.READ_16, None, "18" + lba_len16 + "0000", h._read),
+            (Opcode.COMPARE_AND_WRITE, None, "18" + "ff" * 8 + "000000ff0000", h._caw),
+            (Opcode.WRITE_16, None, "18" + lba_len16 + "0000", h._write),
+            (Opcode.ORWRITE_16, None, "18" + lba_len16 + "0000", extra(sbc_extra.orwrite)),
+            (Opcode.WRITE_AND_VERIFY_16, None, "16" + lba_len16 + "0000", h._write_and_verify),
+            (Opcode.VERIFY_16, None, "16" + lba_len16 + "0000", h._verify),
+            (Opcode.PRE_FETCH_16, None, "02" + lba_len16 + "0000", extra(sbc_extra.pre_fetch)),
+            (Opcode.SYNCHRONIZE_CACHE_16, None, "02" + lba_len16 + "0000", h._synchronize_cache),
+            (Opcode.WRITE_SAME_16, None, f"{unmap | 0x01:02x}" + lba_len16 + "0000",
+             h._write_same),
+            # LBA(8), ATOMIC BOUNDARY(2), TRANSFER LENGTH(2)
+            (Opcode.WRITE_ATOMIC_16, None, "18" + "ff" * 12 + "0000",
+             extra(sbc_extra.write_atomic)),
+            (Opcode.SERVICE_ACTION_IN_16, ServiceAction.READ_CAPACITY_16,
+             "1f" + lba_len16 + "0100", h._read_capacity_16),
+            (Opcode.MAINTENANCE_IN, ServiceAction.REPORT_SUPPORTED_OPERATION_CODES,
+             "1f87ffffffffffffff0000", h._report_supported_opcodes),
+            (Opcode.READ_12, None, "18ffffffffffffffff0000", h._read),
+            (Opcode.WRITE_12, None, "18ffffffffffffffff0000", h._write),
+            (Opcode.WRITE_AND_VERIFY_12, None, "16ffffffffffffffff0000", h._write_and_verify),
+            (Opcode.VERIFY_12, None, "16ffffffffffffffff0000", h._verify),
+            # ADDRESS DESCRIPTOR INDEX(4), ALLOCATION LENGTH(4)
+            (Opcode.READ_DEFECT_DATA_12, None, "1fffffffffffffffff0000",
+             extra(sbc_extra.read_defect_data)),
+        ]  # fmt: skip
+        if self.supports_unmap:
+            rows.append((Opcode.UNMAP, None, "000000000000ffff00", h._unmap))
+        if self.supports_lba_status:  # STARTING LBA(8), ALLOCATION LENGTH(4)
+            rows.append((Opcode.SERVICE_ACTION_IN_16, ServiceAction.GET_LBA_STATUS,
+                         "1f" + lba_len16 + "0000", extra(sbc_extra.get_lba_status)))  # fmt: skip
+        return [
+            CommandSpec(op, sa, bytes([op]) + bytes.fromhex(mask), run, (op, sa) in _MEDIUM_ACCESS)
+            for op, sa, mask, run in rows
+        ]
+
+    def _good(self, cmd: Command) -> Result:
+        return Result.good()
+
+    # --- REPORT SUPPORTED OPERATION CODES ----------------------------------------------------
+
+    def _report_supported_opcodes(self, cmd: Command) -> Result:
+        c = cdbs.decode_rsoc(cmd.cdb)
+        if c.options == _RSOC_ALL:
+            data = b"".join(self._rsoc_descriptor(spec, c.rctd) for spec in self._sorted_specs())
+            data = struct.pack(">I", len(data)) + data
+        elif c.options in (_RSOC_OPCODE, _RSOC_OPCODE_SA, _RSOC_OPCODE_MAYBE_SA):
+            data = self._rsoc_one(c)
+        else:
+            raise SenseError.invalid_cdb(2, 2)  # REPORTING OPTIONS, bits 2-0
+        return data_in(cmd, data, c.alloc_len)
+
+    def _sorted_specs(self) -> list[CommandSpec]:
+        return sorted(self._commands.values(), key=lambda s: (s.opcode, s.service_action or 0))
+
+    @staticmethod
+    def _rsoc_descriptor(spec: CommandSpec, rctd: bool) -> bytes:
+        flags = (_CTDP if rctd else 0) | (_SERVACTV if spec.service_action is not None else 0)
+        out = _RSOC_DESCRIPTOR.pack(spec.opcode, spec.service_action or 0, flags, len(spec.usage))
+        return out + (_RSOC_TIMEOUTS.pack(_RSOC_TIMEOUTS.size - 2, 0, 0) if rctd else b"")
+
+    def _rsoc_one(self, c: cdbs.RsocCdb) -> bytes:
+        has_sa = c.opcode in self._sa_opcodes
+        if c.options == _RSOC_OPCODE and has_sa:
+            raise SenseError.invalid_cdb(3)  # this opcode needs a service action
+        if c.options == _RSOC_OPCODE_SA and (c.opcode, None) in self._commands:
+            raise SenseError.invalid_cdb(3)  # this opcode has no service actions
+        spec = self._commands.get((c.opcode, c.service_action if has_sa else None))
+        if spec is None:
+            return _RSOC_ONE.pack(_NOT_SUPPORTED, 0)
+        timeouts = _RSOC_TIMEOUTS.pack(_RSOC_TIMEOUTS.size - 2, 0, 0) if c.rctd else b""
+        flags = _SUPPORTED | (_ONE_CTDP if c.rctd else 0)
+        return _RSOC_ONE.pack(flags, len(spec.usage)) + spec.usage + timeouts
