@@ -60,7 +60,7 @@ def scan(root: Path = PROJECT) -> list[Family]:
         for path in sorted((root / suite).glob("test_*.py")):
             tree = ast.parse(path.read_text(), filename=str(path))
             module = str(path.relative_to(root))
-            title = (ast.get_docstring(tree) or path.stem).strip().splitlines()[0]
+            title = _title(ast.get_docstring(tree) or path.stem)
             tests = tuple(
                 SuiteTest(module, node.name, (ast.get_docstring(node) or "").split("\n\n")[0]
                           .replace("\n", " "))
@@ -69,6 +69,13 @@ def scan(root: Path = PROJECT) -> list[Family]:
             )  # fmt: skip
             families.append(Family(module, title.rstrip("."), tests))
     return families
+
+
+def _title(docstring: str) -> str:
+    """The module docstring's lead: its first paragraph up to the first colon or full stop
+    (the command family and clause, without the list of what is covered)."""
+    lead = " ".join(docstring.strip().split("\n\n")[0].split())
+    return re.split(r":\s|\.\s", lead, maxsplit=1)[0].rstrip(".")
 
 
 REFERENCE_HANDLERS = ("RamDisk", "FileDisk")
