@@ -3,7 +3,7 @@ methods a storage author implements:
 
     read(offset, buf)           fill buf (a ScatterBuffer) with the bytes at offset
     write(offset, buf)          store buf at offset
-    flush()                     make written data durable
+    flush()                     optional: make written data durable (default: nothing)
     unmap(offset, length)       optional: deallocate (UNMAP, WRITE SAME with UNMAP)
     write_zeroes(offset, length)  optional: faster zeroing (default: write() zeroes)
     prefetch(offset, length)    optional: a hint that the range will be read (PRE-FETCH)
@@ -11,7 +11,13 @@ methods a storage author implements:
                                 (GET LBA STATUS is served only when this is implemented)
 
 Offsets and lengths are in bytes, always whole logical blocks. Storage errors should be
-raised as OSError (reported as MEDIUM ERROR) or as SenseError.
+raised as OSError (reported as MEDIUM ERROR) or as SenseError. read() and write() are
+abstract: a class lacking either cannot be instantiated (and its spec fails to load).
+
+Reconfiguration (the kernel changed dev_size or the write cache setting): the base
+keeps the block count and the caching page right and raises a unit attention
+(CAPACITY DATA HAS CHANGED, MODE PARAMETERS CHANGED) for the next command; a subclass
+adapts its storage in the optional reconfig(change) hook, which may refuse.
 
 BlockHandler is composed of one mixin per job, each in its own module:
     tcmu.commands   the command table, dispatch, REPORT SUPPORTED OPERATION CODES
@@ -21,11 +27,13 @@ BlockHandler is composed of one mixin per job, each in its own module:
     tcmu.sbc_extra  PRE-FETCH, GET LBA STATUS, ORWRITE, WRITE ATOMIC, READ DEFECT DATA,
                     FORMAT UNIT
 This module keeps the storage interface, the limits and the unit's state (START STOP
-UNIT, REQUEST SENSE). The kernel answers REPORT LUNS and persistent reservations itself.
+UNIT, REQUEST SENSE, unit attentions, reconfiguration). The kernel answers REPORT LUNS
+and persistent reservations itself.
 """
 
 from __future__ import annotations
 
+import abc
 import threading
 from typing import ClassVar
 
@@ -34,9 +42,17 @@ from tcmu import cdb as cdbs
 from tcmu import sense
 from tcmu.blockutil import data_in
 from tcmu.commands import CommandSpec, DispatchMixin
-from tcmu.handler import Command, DeviceInfo, Handler, Result, ScatterBuffer
+from tcmu.handler import (
+    Command,
+    DeviceInfo,
+    Handler,
+    Reconfig,
+    ReconfigRefused,
+    Result,
+    ScatterBuffer,
+)
 from tcmu.inquiry import InquiryMixin
-from tcmu.modepages import ModePagesMixin
+from tcmu.modepages import PAGE_CACHING, WCE, ModePagesMixin
 from tcmu.sbc import SbcMixin
 from tcmu.sense import SenseError
 
@@ -77,12 +93,14 @@ class BlockHandler(DispatchMixin, InquiryMixin, ModePagesMixin, SbcMixin, Handle
                 "do not make even one block; fix dev_size / hw_block_size"
             )
         self.block_size = device.block_size
-        self.num_blocks = device.size // device.block_size
         # LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT (READ CAPACITY(16)).
         self.physical_block_exponent = _exponent(physical_block_exponent)
         self.supports_unmap = type(self).unmap is not BlockHandler.unmap
         self.supports_lba_status = type(self).mapped_extents is not BlockHandler.mapped_extents
         self._stopped = False  # START STOP UNIT with START=0 until START=1
+        # Unit attentions (ASC/ASCQ) for the next commands, oldest first. TCMU does not say
+        # which I_T nexus sent a command, so each is reported once, to whichever comes.
+        self._attentions: list[Asc] = []
         self._init_mode_pages()
         self._init_commands()
         # Commands complete synchronously; the lock keeps COMPARE AND WRITE atomic and mode
@@ -91,14 +109,16 @@ class BlockHandler(DispatchMixin, InquiryMixin, ModePagesMixin, SbcMixin, Handle
 
     # --- storage methods (the part a storage author writes) ---------------------------------
 
+    @abc.abstractmethod
     def read(self, offset: int, buf: ScatterBuffer) -> None:
-        raise NotImplementedError
+        """Fill `buf` with the `len(buf)` bytes stored at `offset`."""
 
+    @abc.abstractmethod
     def write(self, offset: int, buf: ScatterBuffer) -> None:
-        raise NotImplementedError
+        """Store the `len(buf)` bytes of `buf` at `offset`."""
 
     def flush(self) -> None:
-        raise NotImplementedError
+        """Make every completed write durable; the default has nothing to flush."""
 
     def unmap(self, offset: int, length: int) -> None:
         """Override to support UNMAP and WRITE SAME's UNMAP bit (and advertise them)."""
@@ -120,16 +140,32 @@ class BlockHandler(DispatchMixin, InquiryMixin, ModePagesMixin, SbcMixin, Handle
     # --- the unit's state ---------------------------------------------------------------------
 
     @property
+    def num_blocks(self) -> int:
+        """The capacity in logical blocks: follows dev_size through reconfiguration."""
+        return self.device.size // self.block_size
+
+    @property
     def stopped(self) -> bool:
         """START STOP UNIT stopped the unit: medium access gets NOT READY 04/02."""
         return self._stopped
 
+    def _unit_attention(self, asc: Asc) -> None:
+        if asc not in self._attentions:
+            self._attentions.append(asc)
+
+    def _take_unit_attention(self) -> Asc | None:
+        return self._attentions.pop(0) if self._attentions else None
+
     def _request_sense(self, cmd: Command) -> Result:
-        # Sense is always returned with CHECK CONDITION (autosense): nothing is pending.
+        # Sense is always returned with CHECK CONDITION (autosense): only a unit attention
+        # can be pending, and REQUEST SENSE reports (and clears) it (SAM-5 5.14).
         # A stopped unit reports the condition a medium access would get (SPC-4 6.39).
         c = cdbs.decode_request_sense(cmd.cdb)
         build = sense.descriptor if c.desc else sense.fixed
-        if self._stopped:
+        attention = self._take_unit_attention()
+        if attention is not None:
+            key, asc = SenseKey.UNIT_ATTENTION, attention
+        elif self._stopped:
             key, asc = SenseKey.NOT_READY, Asc.LOGICAL_UNIT_NOT_READY_INITIALIZING_COMMAND_REQUIRED
         else:
             key, asc = SenseKey.NO_SENSE, Asc.NO_ADDITIONAL_SENSE
@@ -148,6 +184,34 @@ class BlockHandler(DispatchMixin, InquiryMixin, ModePagesMixin, SbcMixin, Handle
                 self._flush()  # stopping writes the cache back first
             self._stopped = True
         return Result.good()
+
+    # --- reconfiguration ------------------------------------------------------------------------
+
+    def apply_reconfig(self, change: Reconfig) -> None:
+        """Ask reconfig(), then follow the new device: the block count (a property of
+        the device size), the caching page's WCE, and a unit attention for each."""
+        new = change.new
+        if new.block_size != self.block_size or new.size < self.block_size:
+            raise ReconfigRefused(
+                f"{new.size} bytes of {new.block_size}-byte blocks do not make even one "
+                f"{self.block_size}-byte block"
+            )
+        with self._lock:
+            super().apply_reconfig(change)  # reconfig() may refuse: nothing changed then
+            if change.size_changed:
+                self._unit_attention(Asc.CAPACITY_DATA_HAS_CHANGED)
+            if change.write_cache_changed:
+                cache_was_on = self.write_cache_enabled
+                wce = WCE if new.write_cache else 0
+                self._mode_default[PAGE_CACHING] = bytes(
+                    self._default_mode_pages()[PAGE_CACHING]
+                )
+                self._mode_current[PAGE_CACHING][2] = (
+                    self._mode_current[PAGE_CACHING][2] & ~WCE | wce
+                )
+                self._unit_attention(Asc.MODE_PARAMETERS_CHANGED)
+                if cache_was_on and not wce:
+                    self._flush()  # write-back data must not stay cached once WCE is off
 
     # --- limits (Block Limits VPD), in logical blocks ---------------------------------------
 

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from scsi.constants import Opcode, ServiceAction
+from scsi.constants import Asc, Opcode, SenseKey, ServiceAction
 from tcmu import cdb as cdbs
 from tcmu import sbc_extra
 from tcmu.blockutil import data_in
@@ -62,6 +62,9 @@ _MEDIUM_ACCESS: frozenset[tuple[int, int | None]] = frozenset({(op, None) for op
     Opcode.SYNCHRONIZE_CACHE_10, Opcode.SYNCHRONIZE_CACHE_16,
 )} | {(Opcode.SERVICE_ACTION_IN_16, ServiceAction.GET_LBA_STATUS)})  # fmt: skip
 
+# Commands a pending unit attention does not fail (SAM-5 5.14): REQUEST SENSE reports it.
+_NO_ATTENTION = frozenset({Opcode.INQUIRY, Opcode.REQUEST_SENSE, Opcode.REPORT_LUNS})
+
 _RSOC_DESCRIPTOR = struct.Struct(">BxHxBH")  # OPCODE, SA, CTDP|SERVACTV, CDB LENGTH
 _RSOC_ONE = struct.Struct(">xBH")  # CTDP|SUPPORT, CDB SIZE (then the usage data)
 _RSOC_TIMEOUTS = struct.Struct(">HxxII")  # LENGTH (0x0A), NOMINAL, RECOMMENDED (0: unknown)
@@ -91,8 +94,9 @@ def check_usage(cdb: bytes, usage: bytes) -> None:
 
 
 class DispatchMixin:
-    """handle(): look the CDB up, check its reserved bits and the unit's state, run it.
-    Part of BlockHandler; `_commands` is built in BlockHandler.__init__."""
+    """handle(): report a pending unit attention, else look the CDB up, check its
+    reserved bits and the unit's state, and run it. Part of BlockHandler; `_commands` is
+    built in BlockHandler.__init__."""
 
     _commands: dict[tuple[int, int | None], CommandSpec]
     _sa_opcodes: set[int]
@@ -101,6 +105,10 @@ class DispatchMixin:
     supports_unmap: bool
     supports_lba_status: bool
     descriptor_sense: bool
+
+    if TYPE_CHECKING:
+
+        def _take_unit_attention(self) -> Asc | None: ...  # tcmu.block
 
     def _init_commands(self) -> None:
         self._commands = {(c.opcode, c.service_action): c for c in self._command_table()}
@@ -111,6 +119,10 @@ class DispatchMixin:
     def handle(self, cmd: Command) -> Result:
         with self._lock:
             try:
+                if cmd.cdb[:1] and cmd.cdb[0] not in _NO_ATTENTION:
+                    attention = self._take_unit_attention()
+                    if attention is not None:
+                        raise SenseError(SenseKey.UNIT_ATTENTION, attention)
                 spec = self._lookup(cmd.cdb)
                 check_usage(cmd.cdb, spec.usage)
                 if spec.medium and self._stopped:

@@ -20,10 +20,20 @@ CDB. BIDI commands (XDWRITEREAD) carry data-out in `cmd.iov` and data-in space i
 Deferred completion: `handle()` may return None and later call `cmd.complete(result)`
 from any thread; the runtime then completes out of order when the kernel offers
 CAP_OOOC, so a slow command does not block fast ones.
+
+Errors: a `tcmu.sense.SenseError` raised by handle() becomes CHECK CONDITION with its
+sense data; any other exception becomes HARDWARE ERROR, INTERNAL TARGET FAILURE (44/00)
+and is logged with its traceback.
+
+Reconfiguration: when the kernel announces a new dev_size, write cache setting or
+dev_config (netlink RECONFIG_DEVICE), the runtime calls `apply_reconfig(Reconfig)`,
+which asks the optional `reconfig(change)` hook (raise ReconfigRefused to keep the old
+configuration) and then swaps `handler.device`.
 """
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from collections.abc import Callable, Sequence
 from typing import ClassVar
@@ -180,7 +190,33 @@ class DeviceInfo:
         return self.config.split("/", 1)[1] if "/" in self.config else ""
 
 
-class Handler:
+@dataclasses.dataclass(frozen=True, slots=True)
+class Reconfig:
+    """A reconfiguration the kernel announced: the device before and after it."""
+
+    old: DeviceInfo
+    new: DeviceInfo
+
+    @property
+    def size_changed(self) -> bool:
+        return self.old.size != self.new.size
+
+    @property
+    def write_cache_changed(self) -> bool:
+        return self.old.write_cache != self.new.write_cache
+
+    @property
+    def config_changed(self) -> bool:
+        return self.old.config != self.new.config
+
+
+class ReconfigRefused(Exception):
+    """Raised by Handler.reconfig() to keep the old configuration; the message says why.
+    When the kernel waits for netlink replies the configfs write then fails (EINVAL);
+    otherwise the handler just goes on with its old configuration."""
+
+
+class Handler(abc.ABC):
     """Base class of every handler. Override handle(); open()/close() are optional.
 
     Options come from the handler spec (`module:Class key=value ...`) as strings; a
@@ -197,16 +233,30 @@ class Handler:
             )
         self.device = device
 
-    def open(self) -> None:
+    def open(self) -> None:  # noqa: B027 (optional hook)
         """Called once before the first command (after the ring is mapped)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional hook)
         """Called once when the device goes away or the runner stops."""
 
+    @abc.abstractmethod
     def handle(self, cmd: Command) -> Result | None:
-        raise NotImplementedError
+        """Answer one command: a Result, or None to complete it later (cmd.complete())."""
 
-    def tmr(self, tmr_type: int, cmd_ids: list[int]) -> None:
+    def reconfig(self, change: Reconfig) -> None:  # noqa: B027 (optional hook)
+        """Optional hook: the kernel changed dev_size, the write cache setting or
+        dev_config (`change.old` -> `change.new`). Adapt the storage (grow a file, say) or
+        raise ReconfigRefused(reason) to keep the old configuration. Runs in the ring
+        thread, between commands."""
+
+    def apply_reconfig(self, change: Reconfig) -> None:
+        """The runtime's entry point for RECONFIG_DEVICE: asks reconfig(), then makes
+        `change.new` the device. Subclasses extend this to keep derived state right;
+        handler authors override reconfig() instead."""
+        self.reconfig(change)
+        self.device = change.new
+
+    def tmr(self, tmr_type: int, cmd_ids: list[int]) -> None:  # noqa: B027 (optional hook)
         """Optional: a task management notification (tcmu.layout.TmrType) naming the
         cmd_ids of in-flight commands it affects. Informational: those commands must
         still be completed. Needs attrib/tmr_notification=1 on the device."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import logging
 import os
 import select
@@ -40,8 +41,9 @@ from scsi.constants import FIXED_SENSE_CURRENT, Asc, SenseKey, Status
 from tcmu import device as devmod
 from tcmu import uio as uiomod
 from tcmu.cmdlog import CommandLog
-from tcmu.handler import Command, DeviceInfo, Handler, Result
+from tcmu.handler import Command, DeviceInfo, Handler, Reconfig, ReconfigRefused, Result
 from tcmu.ring import Ring, RingError, TmrNotice
+from tcmu.sense import SenseError
 from tcmu.spec import load as load_spec
 
 if TYPE_CHECKING:
@@ -145,6 +147,8 @@ class Runner:
             t0 = _perf() if logging_on else 0.0
             try:
                 result = handle(item)
+            except SenseError as err:  # the documented way to refuse a command
+                result = Result.check_condition(err.sense(_descriptor_sense(self.handler)))
             except Exception:
                 log.exception("handler failed on cmd %d, cdb %s", item.cmd_id, item.cdb.hex())
                 result = INTERNAL_FAILURE
@@ -208,9 +212,34 @@ class Runner:
         os.close(self._wake)
 
 
+def _descriptor_sense(handler: Handler) -> bool:
+    """Whether the handler reports sense in descriptor format (BlockHandler: D_SENSE)."""
+    try:
+        return bool(getattr(handler, "descriptor_sense", False))
+    except Exception:
+        return False
+
+
+def reconfigured(info: DeviceInfo, event: TcmuEvent) -> DeviceInfo:
+    """The device after a RECONFIG_DEVICE event (attributes it lacks stay as they were)."""
+    config = info.config if event.dev_cfg is None else event.dev_cfg
+    return dataclasses.replace(
+        info,
+        size=info.size if event.dev_size is None else event.dev_size,
+        write_cache=info.write_cache if event.write_cache is None else bool(event.write_cache),
+        config=config,
+        name=(
+            info.name
+            if event.dev_cfg is None
+            else f"{uiomod.UIO_PREFIX}{info.hba}/{info.dev_name}/{config}"
+        ),
+    )
+
+
 class _NetlinkPeer:
-    """Keeps the handler's DeviceInfo current on RECONFIG and answers *_DONE for our
-    device when the kernel waits for it (see tcmu.netlink for the reply-mode decision)."""
+    """Hands RECONFIG to the handler (apply_reconfig: it may refuse) and answers *_DONE
+    for our device when the kernel waits for it (see tcmu.netlink for the reply-mode
+    decision): status 0, or -EINVAL for a refused reconfiguration."""
 
     def __init__(self, nl: TcmuNetlink, handler: Handler, minor: int, configfs: str) -> None:
         self.nl = nl
@@ -224,26 +253,22 @@ class _NetlinkPeer:
         if event.minor != self.minor:
             return
         info: DeviceInfo = self.handler.device
+        status = 0
         if event.cmd == GenlCmd.RECONFIG_DEVICE:
-            config = info.config if event.dev_cfg is None else event.dev_cfg
-            info = dataclasses.replace(
-                info,
-                size=info.size if event.dev_size is None else event.dev_size,
-                write_cache=(
-                    info.write_cache if event.write_cache is None else bool(event.write_cache)
-                ),
-                config=config,
-                name=(
-                    info.name
-                    if event.dev_cfg is None
-                    else f"{uiomod.UIO_PREFIX}{info.hba}/{info.dev_name}/{config}"
-                ),
-            )
-            self.handler.device = info
-            log.info("device reconfigured: %s", info)
+            new = reconfigured(info, event)
+            try:
+                self.handler.apply_reconfig(Reconfig(info, new))
+                log.info("device reconfigured: %s", new)
+            except ReconfigRefused as e:
+                log.warning("%s refused the reconfiguration to %s: %s",
+                            type(self.handler).__name__, new, e)
+                status = -errno.EINVAL
+            except Exception:
+                log.exception("reconfiguration to %s failed", new)
+                status = -errno.EIO
         if event.device_id is not None and devmod.nl_reply_supported(info, self.configfs) > 0:
             try:
-                self.nl.reply(event, 0)
+                self.nl.reply(event, status)
             except (OSError, ValueError):
                 log.exception("netlink reply failed")
 

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import os
 import shlex
 import sys
@@ -129,4 +130,25 @@ def load(spec: str) -> HandlerSpec:
             f"{where}:{clsname} is not a subclass of tcmu.handler.Handler; derive it from "
             f"Handler"
         )
+    _check_complete(obj)
     return HandlerSpec(obj, options)
+
+
+def _check_complete(cls: type[Handler]) -> None:
+    """A handler class still lacking an abstract method cannot serve: say which."""
+    missing = sorted(getattr(cls, "__abstractmethods__", ()))
+    if missing:
+        methods = " and ".join(f"{name}({_parameters(cls, name)})" for name in missing)
+        raise HandlerSpecError(
+            f"{cls.__name__} cannot serve a device: it lacks {methods}; implement "
+            f"{'it' if len(missing) == 1 else 'them'} in the class"
+        )
+
+
+def _parameters(cls: type, name: str) -> str:
+    """"offset, buf" for BlockHandler.write: the abstract method's parameters."""
+    try:
+        params = list(inspect.signature(getattr(cls, name)).parameters)
+    except (TypeError, ValueError):
+        return "..."
+    return ", ".join(p for p in params if p != "self")

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import ClassVar
 
 from tcmu.block import BlockHandler
-from tcmu.handler import DeviceInfo, ScatterBuffer
+from tcmu.handler import DeviceInfo, Reconfig, ReconfigRefused, ScatterBuffer
 
 _IOV_MAX = os.sysconf("SC_IOV_MAX")
 _FALLOC_FL_KEEP_SIZE = 0x01
@@ -182,6 +182,22 @@ class FileDisk(FdDisk):
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+    def reconfig(self, change: Reconfig) -> None:
+        """A larger dev_size extends a shorter file (sparsely); the file is never cut
+        (it may hold data someone wants back). The backing file cannot change while
+        served: a dev_config naming another file is refused."""
+        follows_config = self.path == change.old.cfgstring  # no path= option given
+        if follows_config and change.new.cfgstring != self.path:
+            raise ReconfigRefused(f"{self.path} is being served; delete and recreate the "
+                                  f"backstore to serve {change.new.cfgstring}")
+        if change.size_changed and self._fd >= 0:
+            try:
+                if os.fstat(self._fd).st_size < change.new.size:
+                    os.ftruncate(self._fd, change.new.size)
+            except OSError as err:
+                raise ReconfigRefused(f"cannot extend {self.path} to {change.new.size} "
+                                      f"bytes: {err.strerror}") from err
 
     def prefetch(self, offset: int, length: int) -> None:
         os.posix_fadvise(self._fd, offset, length, os.POSIX_FADV_WILLNEED)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from tcmu.handler import DeviceInfo
+from tcmu.handler import DeviceInfo, Reconfig, ReconfigRefused
 from tcmu.handlers.filedisk import FdDisk
 
 
@@ -37,6 +37,15 @@ class RamDisk(FdDisk):
 
     def flush(self) -> None:
         """Nothing to make durable."""
+
+    def reconfig(self, change: Reconfig) -> None:
+        """A new dev_size resizes the memfd (shrinking drops the blocks past the end)."""
+        if change.size_changed:
+            try:
+                os.ftruncate(self._fd, change.new.size)
+            except OSError as err:
+                raise ReconfigRefused(f"cannot resize to {change.new.size} bytes: "
+                                      f"{err.strerror}") from err
 
     def close(self) -> None:
         if self._fd >= 0:
