@@ -6,6 +6,10 @@ a megabyte of data).
 from __future__ import annotations
 
 import struct
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from harness.lun import Lun
 
 _RECORD = struct.Struct(">IIQ")  # seed, LBA (low 32 bits), offset-dependent word
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -70,3 +74,24 @@ def assert_blocks_equal(actual: bytes, expected: bytes, block_size: int, first_l
     text = describe_difference(actual, expected, block_size, first_lba)
     if text:
         raise AssertionError(f"{what} read back differs from what was expected\n{text}")
+
+
+AREAS = 32  # how many disjoint areas a module's shared LUN is cut into
+
+
+def page_blocks(block_size: int) -> int:
+    """Blocks per 4 KiB page (at least 1): the unit back-ends deallocate in."""
+    return max(1, 4096 // block_size)
+
+
+def area(lun: Lun, index: int) -> int:
+    """First LBA (page aligned) of area `index` of the LUN: tests of one module write
+    disjoint areas of their shared LUN, so they cannot disturb one another."""
+    assert 0 <= index < AREAS
+    page = page_blocks(lun.block_size)
+    return lun.blocks * index // AREAS // page * page
+
+
+def area_blocks(lun: Lun) -> int:
+    """How many blocks each area holds (one page short, so areas never touch)."""
+    return lun.blocks // AREAS - page_blocks(lun.block_size)

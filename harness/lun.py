@@ -15,8 +15,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from initiator import cdb
 from initiator import sg3 as sg3_types
 from initiator.result import CdbResult
+from tcmu.spec import HandlerSpec
+from tcmu.spec import load as load_handler_spec
 from vm.machine import VirtualMachine
 
 DEFAULT_HANDLER = "tcmu.handlers.ramdisk:RamDisk"
@@ -78,6 +81,14 @@ def handler_spec_from_cli(handler: str, options: list[str]) -> tuple[str, dict[s
                 raise HandlerOptionError(f"{flag} {option!r} is not KEY=VALUE")
             parsed[key] = value
     return spec, parsed
+
+
+def check_handler(handler: str, options: dict[str, str]) -> HandlerSpec:
+    """Load the handler spec on the host, as the guest will (the same Python and
+    checkout): the class, the methods it must have, its options. HandlerSpecError says
+    what is wrong in one sentence, before any VM boots."""
+    words = [handler, *(f"{key}={shlex.quote(value)}" for key, value in options.items())]
+    return load_handler_spec(" ".join(words))
 
 
 def handler_id(spec: str, options: dict[str, str]) -> str:
@@ -142,6 +153,16 @@ class Lun:
         answers = self.vm.call("initiator.guest:sg_io_batch", device=self.sg, commands=batch,
                                call_timeout=timeout * len(batch) + 30)
         return [CdbResult.from_dict(answer) for answer in answers]
+
+    def write_blocks(self, lba: int, data: bytes) -> None:
+        """WRITE(16) of whole blocks at `lba`, which must be GOOD: for laying down data
+        around the command under test."""
+        self.cdb(cdb.write_16(lba, len(data) // self.block_size), data_out=data).expect_good()
+
+    def read_blocks(self, lba: int, blocks: int) -> bytes:
+        """READ(16) of `blocks` blocks at `lba`, which must be GOOD: the data."""
+        size = blocks * self.block_size
+        return self.cdb(cdb.read_16(lba, blocks), data_in_len=size).expect_good().data
 
     @property
     def backstore_dir(self) -> str:

@@ -7,6 +7,7 @@ bytes stay bytes there because the transport codec encodes them itself.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterable
 from typing import Any, Self
 
 from initiator.linux_codes import DriverStatus, HostStatus, driver_status_name, host_status_name
@@ -197,3 +198,15 @@ class CdbResult:
 
 def _hex_or_none(value: object) -> str:
     return f"0x{value:x}" if isinstance(value, int) else "not VALID"
+
+
+def expect_each(cases: Iterable[tuple[str, CdbResult]], check: Callable[[CdbResult], object]
+                ) -> None:
+    """Apply `check` (e.g. CdbResult.expect_good) to every (what, result), naming the case
+    that fails."""
+    __tracebackhide__ = True
+    for what, result in cases:
+        try:
+            check(result)
+        except AssertionError as exc:
+            raise AssertionError(f"{what}: {exc}") from None

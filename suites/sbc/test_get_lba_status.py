@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import pytest
 
-from harness.blocks import assert_blocks_equal, pattern
+from harness.blocks import area, assert_blocks_equal, page_blocks, pattern
 from harness.caps import Capabilities, discover
 from harness.lun import Lun
 from initiator import cdb
@@ -28,7 +28,6 @@ from scsi.constants import Asc, Opcode, SenseKey, ServiceAction
 
 pytestmark = pytest.mark.vm
 
-_AREAS = 32  # the shared LUN is cut into this many areas; each test writes its own
 _KIB64 = 64 << 10
 _HEADER = 8
 _DESCRIPTOR = 16
@@ -56,26 +55,6 @@ def _require(caps: Capabilities) -> None:
     caps.require(Opcode.SERVICE_ACTION_IN_16, ServiceAction.GET_LBA_STATUS)
 
 
-def _page(lun: Lun) -> int:
-    return max(1, 4096 // lun.block_size)
-
-
-def _area(lun: Lun, index: int) -> int:
-    """First LBA of area `index` (page aligned): tests use disjoint areas of the shared LUN."""
-    assert 0 <= index < _AREAS
-    page = _page(lun)
-    return lun.blocks * index // _AREAS // page * page
-
-
-def _read(lun: Lun, lba: int, blocks: int) -> bytes:
-    size = blocks * lun.block_size
-    return lun.cdb(cdb.read_16(lba, blocks), data_in_len=size).expect_good().data
-
-
-def _write(lun: Lun, lba: int, data: bytes) -> None:
-    lun.cdb(cdb.write_16(lba, len(data) // lun.block_size), data_out=data).expect_good()
-
-
 def _unmap(lun: Lun, extents: list[tuple[int, int]]) -> None:
     params = cdb.unmap_parameter_list(extents)
     lun.cdb(cdb.unmap(len(params)), data_out=params).expect_good()
@@ -86,7 +65,7 @@ def _granule(caps: Capabilities, lun: Lun) -> tuple[int, int]:
     GRANULARITY ALIGNMENT (when UGAVALID) of the Block Limits VPD page; a 4 KiB page when
     no granularity is reported."""
     limits = caps.block_limits
-    gran = (limits.optimal_unmap_granularity if limits else 0) or _page(lun)
+    gran = (limits.optimal_unmap_granularity if limits else 0) or page_blocks(lun.block_size)
     align = limits.unmap_alignment % gran if limits and limits.ugavalid else 0
     return gran, align
 
@@ -188,16 +167,16 @@ def test_get_lba_status_returns_consecutive_extents_from_the_starting_lba(
     the medium; PROVISIONING STATUS is 0 (mapped), 1 (deallocated) or, with ANC_SUP, 2."""
     _require(caps)
     lun, bs = shared_lun, shared_lun.block_size
-    page = _page(lun)
+    page = page_blocks(lun.block_size)
     if where == "mixed-area":
-        start = _area(lun, 0) + 1
-        _write(lun, start, pattern(start, page, bs, seed=1))
-        _write(lun, start + 3 * page, pattern(start + 3 * page, 1, bs, seed=2))
+        start = area(lun, 0) + 1
+        lun.write_blocks(start, pattern(start, page, bs, seed=1))
+        lun.write_blocks(start + 3 * page, pattern(start + 3 * page, 1, bs, seed=2))
         if caps.claims(Opcode.UNMAP):
             _unmap(lun, [(start + 2 * page - 1, 2 * page)])
     else:
         start = lun.blocks - 3
-        _write(lun, lun.blocks - 2, pattern(lun.blocks - 2, 1, bs, seed=3))
+        lun.write_blocks(lun.blocks - 2, pattern(lun.blocks - 2, 1, bs, seed=3))
     _check_layout(_get(lun, start).expect_good(), lun, start, _statuses(caps))
 
 
@@ -207,8 +186,8 @@ def test_get_lba_status_reports_a_written_block_mapped(
     """SBC-3 4.7.2 / 5.4.2: a block that was written is mapped (PROVISIONING STATUS 0)."""
     _require(caps)
     lun, bs = shared_lun, shared_lun.block_size
-    lba = _area(lun, 1) + 1
-    _write(lun, lba, pattern(lba, 1, bs, seed=4))
+    lba = area(lun, 1) + 1
+    lun.write_blocks(lba, pattern(lba, 1, bs, seed=4))
     first = _status(lun, lba)[0]
     assert (first.lba, first.status) == (lba, _MAPPED), (
         f"GET LBA STATUS at the written LBA {lba}: {first}, expected mapped")
@@ -224,12 +203,12 @@ def test_get_lba_status_reports_an_unmapped_range_deallocated_with_exactly_its_e
     caps.require(Opcode.UNMAP)
     lun, bs = shared_lun, shared_lun.block_size
     gran, align = _granule(caps, lun)
-    start = _aligned(_area(lun, 2) + gran, gran, align)
+    start = _aligned(area(lun, 2) + gran, gran, align)
     blocks = -(-(_KIB64 // bs + 1) // gran) * gran
-    if start + blocks + gran > _area(lun, 3):
+    if start + blocks + gran > area(lun, 3):
         pytest.skip(f"an unmap granule of {gran} blocks does not fit the test area")
     written = pattern(start - gran, blocks + 2 * gran, bs, seed=5)
-    _write(lun, start - gran, written)
+    lun.write_blocks(start - gran, written)
     _unmap(lun, [(start, blocks)])
     extents = _status(lun, start - gran)
     assert extents[:2] == [Extent(start - gran, gran, _MAPPED),
@@ -294,9 +273,9 @@ def test_get_lba_status_allocation_length_truncates_the_parameter_data(
     at 20), into a larger buffer: the residual is the rest."""
     _require(caps)
     lun, bs = shared_lun, shared_lun.block_size
-    page = _page(lun)
-    start = _area(lun, 4)
-    _write(lun, start, pattern(start, page, bs, seed=6))  # mapped, then (likely) not
+    page = page_blocks(lun.block_size)
+    start = area(lun, 4)
+    lun.write_blocks(start, pattern(start, page, bs, seed=6))  # mapped, then (likely) not
     buffer = 64
     results = lun.cdbs([
         (cdb.get_lba_status(start, _ALLOC), None, _ALLOC),
@@ -320,8 +299,8 @@ def test_get_lba_status_allocation_length_0_returns_no_parameter_data(
     the handler must at least leave no bytes of earlier commands in it: zeroes.)"""
     _require(caps)
     lun, bs = shared_lun, shared_lun.block_size
-    start = _area(lun, 4) + 1
-    _write(lun, start, pattern(start, 1, bs, seed=9))
+    start = area(lun, 4) + 1
+    lun.write_blocks(start, pattern(start, 1, bs, seed=9))
     buffer = 64
     results = lun.cdbs([
         (cdb.get_lba_status(start, _ALLOC), None, buffer),  # leaves its data in the ring
@@ -351,14 +330,14 @@ def test_every_block_reported_deallocated_reads_zeroes(
     if not _reads_zeroes(caps):
         pytest.skip("the device does not claim LBPRZ")
     lun, bs = shared_lun, shared_lun.block_size
-    page = _page(lun)
-    start = _area(lun, 5)
+    page = page_blocks(lun.block_size)
+    start = area(lun, 5)
     total = 16 * page
-    _write(lun, start, pattern(start, total, bs, seed=7))
+    lun.write_blocks(start, pattern(start, total, bs, seed=7))
     _unmap(lun, [(start + page, 3 * page), (start + 6 * page + 1, page),
                  (start + 10 * page, 4 * page)])
-    _write(lun, start + 11 * page + 1, pattern(start + 11 * page + 1, 1, bs, seed=8))
-    data = _read(lun, start, total)
+    lun.write_blocks(start + 11 * page + 1, pattern(start + 11 * page + 1, 1, bs, seed=8))
+    data = lun.read_blocks(start, total)
     extents = _status(lun, start)
     gran, _ = _granule(caps, lun)
     checked = 0

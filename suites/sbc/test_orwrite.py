@@ -13,15 +13,13 @@ the wrong length (0E/03, nothing changed); TRANSFER LENGTH above MAXIMUM TRANSFE
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-
 import pytest
 
 from harness.blocks import assert_blocks_equal, pattern
 from harness.caps import Capabilities
 from harness.lun import Lun
 from initiator import cdb
-from initiator.result import CdbResult
+from initiator.result import CdbResult, expect_each
 from initiator.sense import FieldPointer
 from scsi.constants import Asc, Opcode, SenseKey
 
@@ -52,25 +50,6 @@ def _or(old: bytes, new: bytes) -> bytes:
     return bytes(a | b for a, b in zip(old, new, strict=True))
 
 
-def _each(cases: Iterable[tuple[str, CdbResult]], check: Callable[[CdbResult], object]) -> None:
-    """Apply `check` to every result, naming the case that fails."""
-    __tracebackhide__ = True
-    for what, result in cases:
-        try:
-            check(result)
-        except AssertionError as exc:
-            raise AssertionError(f"{what}: {exc}") from None
-
-
-def _lay(lun: Lun, lba: int, data: bytes) -> None:
-    lun.cdb(cdb.write_16(lba, len(data) // lun.block_size), data_out=data).expect_good()
-
-
-def _read(lun: Lun, lba: int, blocks: int) -> bytes:
-    bs = lun.block_size
-    return lun.cdb(cdb.read_16(lba, blocks), data_in_len=blocks * bs).expect_good().data
-
-
 # --- claims ----------------------------------------------------------------------------------
 
 
@@ -84,10 +63,10 @@ def test_orwrite_is_invalid_command_operation_code_when_not_claimed(
     lun, bs = shared_lun, shared_lun.block_size
     lba = _area(0)
     before = pattern(lba, 1, bs, seed=301)
-    _lay(lun, lba, before)
+    lun.write_blocks(lba, before)
     result = lun.cdb(cdb.orwrite_16(lba, 1), data_out=b"\xff" * bs)
     result.expect_check(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_COMMAND_OPERATION_CODE)
-    assert_blocks_equal(_read(lun, lba, 1), before, bs, lba, what="medium after the refusal")
+    assert_blocks_equal(lun.read_blocks(lba, 1), before, bs, lba, what="medium after the refusal")
 
 
 # --- the OR ----------------------------------------------------------------------------------
@@ -133,8 +112,8 @@ def test_orwrite_stores_the_bitwise_or_of_the_medium_and_the_data_out(
         labels += [what] * times
     results = lun.cdbs(commands)
     results[0].expect_good()
-    _each(zip(labels, results[1:], strict=True), CdbResult.expect_good)
-    assert_blocks_equal(_read(lun, span_start, span), bytes(expected), bs, span_start,
+    expect_each(zip(labels, results[1:], strict=True), CdbResult.expect_good)
+    assert_blocks_equal(lun.read_blocks(span_start, span), bytes(expected), bs, span_start,
                         what="medium after ORWRITE (model: old OR data-out)")
 
 
@@ -167,7 +146,7 @@ def test_orwrite_with_dpo_and_fua_stores_the_or(
                         (cdb.orwrite_16(lba + 1, 1, fua=True, dpo=True), new[bs:], 0),
                         (cdb.read_16(lba, 2), None, 2 * bs)])
     results[0].expect_good()
-    _each(zip(["FUA=1", "DPO=1 FUA=1"], results[1:3], strict=True), CdbResult.expect_good)
+    expect_each(zip(["FUA=1", "DPO=1 FUA=1"], results[1:3], strict=True), CdbResult.expect_good)
     assert_blocks_equal(results[3].expect_good().data, _or(old, new), bs, lba)
 
 
@@ -177,9 +156,9 @@ def test_orwrite_of_zero_blocks_is_good_and_changes_nothing(shared_lun: Lun, orw
     lun, bs = shared_lun, shared_lun.block_size
     lba = _area(3)
     before = pattern(lba, 1, bs, seed=341)
-    _lay(lun, lba, before)
+    lun.write_blocks(lba, before)
     lun.cdb(cdb.orwrite_16(lba, 0)).expect_good()
-    assert_blocks_equal(_read(lun, lba, 1), before, bs, lba, what="medium after 0 blocks")
+    assert_blocks_equal(lun.read_blocks(lba, 1), before, bs, lba, what="medium after 0 blocks")
 
 
 # --- errors ----------------------------------------------------------------------------------
@@ -197,10 +176,11 @@ def test_orwrite_beyond_the_last_lba_is_lba_out_of_range_and_changes_nothing(
     lba, blocks = {"first-lba-past-the-end": (n, 1), "spanning-the-end": (n - 1, 2),
                    "lba-max": (2**64 - 1, 1), "zero-blocks-past-the-end": (n, 0)}[where]
     tail = pattern(n - 1, 1, bs, seed=351)
-    _lay(lun, n - 1, tail)
+    lun.write_blocks(n - 1, tail)
     result = lun.cdb(cdb.orwrite_16(lba, blocks), data_out=b"\xff" * (blocks * bs) or None)
     result.expect_check(SenseKey.ILLEGAL_REQUEST, Asc.LBA_OUT_OF_RANGE)
-    assert_blocks_equal(_read(lun, n - 1, 1), tail, bs, n - 1, what="last LBA after the refusal")
+    assert_blocks_equal(lun.read_blocks(n - 1, 1), tail, bs, n - 1,
+                        what="last LBA after the refusal")
 
 
 def test_orwrite_with_orprotect_is_invalid_field_in_cdb_and_changes_nothing(
@@ -214,13 +194,13 @@ def test_orwrite_with_orprotect_is_invalid_field_in_cdb_and_changes_nothing(
     lun, bs = shared_lun, shared_lun.block_size
     lba = _area(4)
     before = pattern(lba, 1, bs, seed=361)
-    _lay(lun, lba, before)
+    lun.write_blocks(lba, before)
     results = lun.cdbs([(cdb.orwrite_16(lba, 1, orprotect=v), b"\xff" * bs, 0)
                         for v in range(1, 8)])
-    _each(zip([f"ORPROTECT {v:03b}b" for v in range(1, 8)], results, strict=True),
+    expect_each(zip([f"ORPROTECT {v:03b}b" for v in range(1, 8)], results, strict=True),
           lambda r: r.expect_check(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB,
                                    field=_PROTECT_FIELD))
-    assert_blocks_equal(_read(lun, lba, 1), before, bs, lba, what="medium after the refusals")
+    assert_blocks_equal(lun.read_blocks(lba, 1), before, bs, lba, what="medium after the refusals")
 
 
 @pytest.mark.parametrize("size", ["no-data-out", "one-byte-short", "one-block-extra"])
@@ -233,13 +213,13 @@ def test_orwrite_with_the_wrong_data_out_length_is_refused_and_changes_nothing(
     lun, bs = shared_lun, shared_lun.block_size
     lba = _area(5)
     before = pattern(lba, 3, bs, seed=371)
-    _lay(lun, lba, before)
+    lun.write_blocks(lba, before)
     ones = b"\xff" * (2 * bs)
     out = {"no-data-out": None, "one-byte-short": ones[:-1],
            "one-block-extra": ones + b"\xff" * bs}[size]
     result = lun.cdb(cdb.orwrite_16(lba, 2), data_out=out)
     result.expect_check(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT)
-    assert_blocks_equal(_read(lun, lba, 3), before, bs, lba, what="medium after the refusal")
+    assert_blocks_equal(lun.read_blocks(lba, 3), before, bs, lba, what="medium after the refusal")
 
 
 def test_orwrite_longer_than_the_maximum_transfer_length_is_invalid_field_in_cdb(
@@ -259,11 +239,12 @@ def test_orwrite_longer_than_the_maximum_transfer_length_is_invalid_field_in_cdb
         pytest.skip(f"MAXIMUM TRANSFER LENGTH {limits.max_transfer}: no longer transfer fits")
     sent = min(blocks, _MAX_SG_IO // bs)
     before = pattern(lba, sent, bs, seed=381)
-    _lay(lun, lba, before)
+    lun.write_blocks(lba, before)
     result = lun.cdb(cdb.orwrite_16(lba, blocks), data_out=b"\xff" * (sent * bs))
     result.expect_check(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB)
     pointer = result.decoded.field_pointer if result.decoded else None
     allowed = (FieldPointer(True, _LENGTH_BYTE, None), FieldPointer(True, _LENGTH_BYTE, 7))
     assert pointer in allowed, (
         f"field pointer {pointer}, expected byte {_LENGTH_BYTE}\n{result.describe()}")
-    assert_blocks_equal(_read(lun, lba, sent), before, bs, lba, what="medium after the refusal")
+    assert_blocks_equal(lun.read_blocks(lba, sent), before, bs, lba,
+                        what="medium after the refusal")

@@ -18,7 +18,7 @@ import dataclasses
 
 import pytest
 
-from harness.blocks import assert_blocks_equal, pattern
+from harness.blocks import area, area_blocks, assert_blocks_equal, page_blocks, pattern
 from harness.caps import Capabilities
 from harness.lun import Lun
 from initiator import cdb
@@ -28,37 +28,12 @@ from scsi.constants import Asc, Opcode, SenseKey
 
 pytestmark = pytest.mark.vm
 
-_AREAS = 32  # the shared LUN is cut into this many areas; each test writes its own
 _KIB64 = 64 << 10
 _HEADER = 8
 _DESCRIPTOR = 16
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def _page(lun: Lun) -> int:
-    return max(1, 4096 // lun.block_size)
-
-
-def _area(lun: Lun, index: int) -> int:
-    """First LBA of area `index` (page aligned): tests use disjoint areas of the shared LUN."""
-    assert 0 <= index < _AREAS
-    page = _page(lun)
-    return lun.blocks * index // _AREAS // page * page
-
-
-def _area_blocks(lun: Lun) -> int:
-    return lun.blocks // _AREAS - _page(lun)
-
-
-def _read(lun: Lun, lba: int, blocks: int) -> bytes:
-    size = blocks * lun.block_size
-    return lun.cdb(cdb.read_16(lba, blocks), data_in_len=size).expect_good().data
-
-
-def _write(lun: Lun, lba: int, data: bytes) -> None:
-    lun.cdb(cdb.write_16(lba, len(data) // lun.block_size), data_out=data).expect_good()
 
 
 def _unmap(lun: Lun, extents: list[tuple[int, int]], **kw: bool) -> CdbResult:
@@ -137,12 +112,12 @@ def test_unmap_unclaimed_is_invalid_command_operation_code(
     COMMAND OPERATION CODE (and the data stays)."""
     caps.require_absent(Opcode.UNMAP)
     lun, bs = shared_lun, shared_lun.block_size
-    start = _area(lun, 0)
+    start = area(lun, 0)
     before = pattern(start, 2, bs, seed=1)
-    _write(lun, start, before)
+    lun.write_blocks(start, before)
     _unmap(lun, [(start, 2)]).expect_check(SenseKey.ILLEGAL_REQUEST,
                                            Asc.INVALID_COMMAND_OPERATION_CODE)
-    assert_blocks_equal(_read(lun, start, 2), before, bs, start, what="after the refusal")
+    assert_blocks_equal(lun.read_blocks(start, 2), before, bs, start, what="after the refusal")
 
 
 # --- what is unmapped, and what is not -------------------------------------------------------
@@ -153,13 +128,13 @@ def test_unmapped_blocks_read_zeroes_when_lbprz(shared_lun: Lun, caps: Capabilit
     page aligned at either end) reads zeroes; the blocks before and after keep their data."""
     _require_zeroes(caps)
     lun, bs = shared_lun, shared_lun.block_size
-    first = _area(lun, 1)
+    first = area(lun, 1)
     extent = (first + 3, _KIB64 // bs + 5)
     total = extent[1] + 6
     before = pattern(first, total, bs, seed=2)
-    _write(lun, first, before)
+    lun.write_blocks(first, before)
     _unmap(lun, [extent]).expect_good()
-    assert_blocks_equal(_read(lun, first, total), _expected(before, first, [extent], bs), bs,
+    assert_blocks_equal(lun.read_blocks(first, total), _expected(before, first, [extent], bs), bs,
                         first)
 
 
@@ -170,14 +145,14 @@ def test_unmap_with_several_descriptors_unmaps_every_extent(
     any order; the blocks between the extents keep their data."""
     _require_zeroes(caps)
     lun, bs = shared_lun, shared_lun.block_size
-    first = _area(lun, 2)
-    page = _page(lun)
+    first = area(lun, 2)
+    page = page_blocks(lun.block_size)
     extents = [(first + 4 * page + 1, 3), (first + 1, page + 2), (first + 8 * page, 2 * page)]
     total = 11 * page
     before = pattern(first, total, bs, seed=3)
-    _write(lun, first, before)
+    lun.write_blocks(first, before)
     _unmap(lun, extents).expect_good()
-    assert_blocks_equal(_read(lun, first, total), _expected(before, first, extents, bs), bs,
+    assert_blocks_equal(lun.read_blocks(first, total), _expected(before, first, extents, bs), bs,
                         first)
 
 
@@ -191,18 +166,18 @@ def test_unmap_keeps_the_data_of_the_blocks_around_the_extent(
     take the rest of the page with it. The extent reads zeroes when LBPRZ."""
     _require_unmap(caps)
     lun, bs = shared_lun, shared_lun.block_size
-    page = _page(lun)
+    page = page_blocks(lun.block_size)
     index = ["3-blocks-at-lba-5", "across-a-page-boundary", "one-whole-page",
              "one-block"].index(where)  # fmt: skip
-    first = _area(lun, 3 + index)
+    first = area(lun, 3 + index)
     offset, blocks = {"3-blocks-at-lba-5": (5, 3), "across-a-page-boundary": (2 * page - 1, 2),
                       "one-whole-page": (page, page), "one-block": (page + 1, 1)}[where]
     extent = (first + offset, blocks)
     total = 4 * page + 8
     before = pattern(first, total, bs, seed=4 + index)
-    _write(lun, first, before)
+    lun.write_blocks(first, before)
     _unmap(lun, [extent]).expect_good()
-    after = _read(lun, first, total)
+    after = lun.read_blocks(first, total)
     if _reads_zeroes(caps):
         assert_blocks_equal(after, _expected(before, first, [extent], bs), bs, first)
     else:
@@ -218,7 +193,7 @@ def test_unmap_with_parameter_list_length_0_is_good_and_unmaps_nothing(
     """SBC-3 5.28.1: PARAMETER LIST LENGTH 0 means no parameter data; not an error."""
     _require_unmap(caps)
     lun, bs = shared_lun, shared_lun.block_size
-    first = _area(lun, 8)
+    first = area(lun, 8)
     before = pattern(first, 2, bs, seed=10)
     results = lun.cdbs([
         (cdb.write_16(first, 2), before, 0),
@@ -238,7 +213,7 @@ def test_unmap_with_a_parameter_list_shorter_than_its_header_is_parameter_list_l
     PARAMETER LIST LENGTH ERROR."""
     _require_unmap(caps)
     lun, bs = shared_lun, shared_lun.block_size
-    first = _area(lun, 9) + length
+    first = area(lun, 9) + length
     params = cdb.unmap_parameter_list([(first, 1)])[:length]
     before = pattern(first, 1, bs, seed=11)
     results = lun.cdbs([
@@ -259,7 +234,7 @@ def test_unmap_with_block_descriptor_data_length_beyond_the_list_is_parameter_li
     there is not applied."""
     _require_unmap(caps)
     lun, bs = shared_lun, shared_lun.block_size
-    first = _area(lun, 10)
+    first = area(lun, 10)
     whole = cdb.unmap_parameter_list([(first, 2), (first + 4, 2)])
     params = whole[: _HEADER + _DESCRIPTOR]  # header still announces 32 descriptor bytes
     before = pattern(first, 6, bs, seed=12)
@@ -280,12 +255,12 @@ def test_unmap_descriptor_of_zero_blocks_is_not_an_error(
     is not an error; the other descriptors are applied."""
     _require_unmap(caps)
     lun, bs = shared_lun, shared_lun.block_size
-    first = _area(lun, 11)
+    first = area(lun, 11)
     extents = [(first + 1, 0), (first + 4, 2)]
     before = pattern(first, 8, bs, seed=13)
-    _write(lun, first, before)
+    lun.write_blocks(first, before)
     _unmap(lun, extents).expect_good()
-    after = _read(lun, first, 8)
+    after = lun.read_blocks(first, 8)
     if _reads_zeroes(caps):
         assert_blocks_equal(after, _expected(before, first, [(first + 4, 2)], bs), bs, first)
     else:
@@ -302,7 +277,7 @@ def test_unmap_descriptor_beyond_the_last_lba_is_lba_out_of_range_and_unmaps_not
     _require_unmap(caps)
     lun, bs = shared_lun, shared_lun.block_size
     index = ["first-lba-past-the-end", "spanning-the-end", "lba-max"].index(where)
-    first = _area(lun, 12 + index)
+    first = area(lun, 12 + index)
     last = lun.blocks - 1
     bad = {"first-lba-past-the-end": (lun.blocks, 1), "spanning-the-end": (last, 2),
            "lba-max": (2**64 - 1, 1)}[where]  # fmt: skip
@@ -337,16 +312,16 @@ def test_unmap_with_more_descriptors_than_the_maximum_is_invalid_field_in_parame
         pytest.skip("the device reports no MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT")
     count = limits.max_unmap_descriptors + 1
     lun, bs = shared_lun, shared_lun.block_size
-    if _HEADER + count * _DESCRIPTOR > 0xFFFF or 2 * count > _area_blocks(lun):
+    if _HEADER + count * _DESCRIPTOR > 0xFFFF or 2 * count > area_blocks(lun):
         pytest.skip(f"{count} descriptors do not fit a parameter list or the test area")
-    first = _area(lun, 15)
+    first = area(lun, 15)
     extents = [(first + 2 * i, 1) for i in range(count)]
     before = pattern(first, 2 * count, bs, seed=30)
-    _write(lun, first, before)
+    lun.write_blocks(first, before)
     result = _unmap(lun, extents)
     _expect_field(result, SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_PARAMETER_LIST,
                   FieldPointer(False, 2, 7))
-    assert_blocks_equal(_read(lun, first, 2 * count), before, bs, first,
+    assert_blocks_equal(lun.read_blocks(first, 2 * count), before, bs, first,
                         what="after the refusal")
 
 
@@ -362,16 +337,16 @@ def test_unmap_of_more_blocks_than_maximum_unmap_lba_count_is_invalid_field_in_p
         pytest.skip("the device reports no MAXIMUM UNMAP LBA COUNT")
     top = limits.max_unmap_lba_count
     lun, bs = shared_lun, shared_lun.block_size
-    first = _area(lun, 16)
+    first = area(lun, 16)
     span = min(top, lun.blocks - first)
     extents = [(first, 1)] + [(first, span)] * (-(-top // span))
     if len(extents) > max(limits.max_unmap_descriptors, 2):
         pytest.skip(f"{len(extents)} descriptors are needed to exceed {top} blocks")
     before = pattern(first, 4, bs, seed=31)
-    _write(lun, first, before)
+    lun.write_blocks(first, before)
     result = _unmap(lun, extents)
     result.expect_check(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_PARAMETER_LIST)
-    assert_blocks_equal(_read(lun, first, 4), before, bs, first, what="after the refusal")
+    assert_blocks_equal(lun.read_blocks(first, 4), before, bs, first, what="after the refusal")
 
 
 def test_unmap_with_anchor_is_invalid_field_in_cdb_without_anc_sup(
@@ -384,13 +359,13 @@ def test_unmap_with_anchor_is_invalid_field_in_cdb_without_anc_sup(
     if prov is not None and prov.anc_sup:
         pytest.skip("the device claims ANC_SUP=1 (anchoring is supported)")
     lun, bs = shared_lun, shared_lun.block_size
-    first = _area(lun, 17)
+    first = area(lun, 17)
     before = pattern(first, 2, bs, seed=32)
-    _write(lun, first, before)
+    lun.write_blocks(first, before)
     result = _unmap(lun, [(first, 2)], anchor=True)
     _expect_field(result, SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB,
                   FieldPointer(True, 1, 0))
-    assert_blocks_equal(_read(lun, first, 2), before, bs, first, what="after the refusal")
+    assert_blocks_equal(lun.read_blocks(first, 2), before, bs, first, what="after the refusal")
 
 
 # --- through the Linux block device ------------------------------------------------------------
@@ -409,12 +384,12 @@ def test_blkdiscard_on_the_block_device_leaves_the_range_reading_zeroes(
         pytest.skip("the device does not claim LBPRZ: discarded blocks may read anything")
     lun, bs = shared_lun, shared_lun.block_size
     limits = caps.block_limits
-    gran = (limits.optimal_unmap_granularity if limits else 0) or _page(lun)
-    first = _area(lun, 18)
+    gran = (limits.optimal_unmap_granularity if limits else 0) or page_blocks(lun.block_size)
+    first = area(lun, 18)
     start = -(-(first + 1) // gran) * gran
     blocks = -(-(256 << 10) // bs // gran) * gran
     before = pattern(start - 1, blocks + 2, bs, seed=40)
-    _write(lun, start - 1, before)
+    lun.write_blocks(start - 1, before)
     seen = len(lun.handler_commands())
     run = lun.vm.run(["blkdiscard", "-o", str(start * bs), "-l", str(blocks * bs), lun.sd])
     assert run.exit_code == 0, f"blkdiscard failed: {run.text}"
@@ -424,6 +399,6 @@ def test_blkdiscard_on_the_block_device_leaves_the_range_reading_zeroes(
     assert discards, "no UNMAP or WRITE SAME with UNMAP=1 reached the handler"
     assert all(c.status == 0 for c in discards), f"a discard command failed: {discards}"
     expected = before[:bs] + bytes(blocks * bs) + before[-bs:]
-    assert_blocks_equal(_read(lun, start - 1, blocks + 2), expected, bs, start - 1,
+    assert_blocks_equal(lun.read_blocks(start - 1, blocks + 2), expected, bs, start - 1,
                         what="after blkdiscard")
 

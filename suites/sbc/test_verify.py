@@ -17,7 +17,6 @@ field); refusal when the command is not claimed.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable
 
 import pytest
 
@@ -25,7 +24,7 @@ from harness.blocks import assert_blocks_equal, pattern
 from harness.caps import Capabilities
 from harness.lun import Lun
 from initiator import cdb
-from initiator.result import CdbResult
+from initiator.result import CdbResult, expect_each
 from initiator.sense import FieldPointer
 from scsi.constants import Asc, Opcode, SenseKey
 
@@ -78,27 +77,12 @@ def vf(command: Verify, caps: Capabilities) -> Verify:
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def _each(cases: Iterable[tuple[str, CdbResult]], check: Callable[[CdbResult], object]) -> None:
-    """Apply `check` to every result, naming the case that fails."""
-    __tracebackhide__ = True
-    for what, result in cases:
-        try:
-            check(result)
-        except AssertionError as exc:
-            raise AssertionError(f"{what}: {exc}") from None
-
-
 def _lay(lun: Lun, spans: list[tuple[int, bytes]]) -> None:
     """Write each (lba, data) in one round trip."""
     results = lun.cdbs([(cdb.write_16(lba, len(data) // lun.block_size), data, 0)
                         for lba, data in spans])
     for result in results:
         result.expect_good()
-
-
-def _read(lun: Lun, lba: int, blocks: int) -> bytes:
-    bs = lun.block_size
-    return lun.cdb(cdb.read_16(lba, blocks), data_in_len=blocks * bs).expect_good().data
 
 
 def _whole_byte(byte: int) -> tuple[FieldPointer, FieldPointer]:
@@ -155,9 +139,9 @@ def test_verify_bytchk_0_is_good_without_data_out_and_changes_nothing(
     if caps.dpofua:
         cases.append(("DPO=1", vf.cdb(lba, 8, dpo=True)))
     results = lun.cdbs([(c, None, 0) for _, c in cases])
-    _each(zip([w for w, _ in cases], results, strict=True), CdbResult.expect_good)
-    assert_blocks_equal(_read(lun, lba, 8), data, bs, lba, what="data after VERIFY")
-    assert_blocks_equal(_read(lun, last, 1), tail, bs, last, what="last LBA after VERIFY")
+    expect_each(zip([w for w, _ in cases], results, strict=True), CdbResult.expect_good)
+    assert_blocks_equal(lun.read_blocks(lba, 8), data, bs, lba, what="data after VERIFY")
+    assert_blocks_equal(lun.read_blocks(last, 1), tail, bs, last, what="last LBA after VERIFY")
 
 
 # --- BYTCHK 01b ------------------------------------------------------------------------------
@@ -178,8 +162,8 @@ def test_verify_bytchk_1_with_matching_data_is_good_and_changes_nothing(
              ("blocks 3-5", vf.cdb(lba + 3, 3, bytchk=1), data[3 * bs : 6 * bs]),
              ("the last LBA", vf.cdb(last, 1, bytchk=1), tail)]
     results = lun.cdbs([(c, out, 0) for _, c, out in cases])
-    _each(zip([w for w, _, _ in cases], results, strict=True), CdbResult.expect_good)
-    assert_blocks_equal(_read(lun, lba, 8), data, bs, lba, what="data after VERIFY")
+    expect_each(zip([w for w, _, _ in cases], results, strict=True), CdbResult.expect_good)
+    assert_blocks_equal(lun.read_blocks(lba, 8), data, bs, lba, what="data after VERIFY")
 
 
 def test_verify_bytchk_1_miscompare_reports_the_first_differing_byte_and_writes_nothing(
@@ -227,8 +211,8 @@ def test_verify_bytchk_3_with_one_matching_block_is_good(shared_lun: Lun, vf: Ve
     _lay(lun, [(lba, block * 6)])
     results = lun.cdbs([(vf.cdb(lba, 1, bytchk=3), block, 0),
                         (vf.cdb(lba, 6, bytchk=3), block, 0)])
-    _each(zip(["1 block", "6 blocks"], results, strict=True), CdbResult.expect_good)
-    assert_blocks_equal(_read(lun, lba, 6), block * 6, bs, lba, what="data after VERIFY")
+    expect_each(zip(["1 block", "6 blocks"], results, strict=True), CdbResult.expect_good)
+    assert_blocks_equal(lun.read_blocks(lba, 6), block * 6, bs, lba, what="data after VERIFY")
 
 
 @pytest.mark.parametrize("which", ["first-block", "last-block"])
@@ -255,7 +239,7 @@ def test_verify_bytchk_3_miscompare_in_any_block_is_reported_and_writes_nothing(
     assert info in (byte, index * bs + byte), (
         f"INFORMATION {info}, expected {byte} (in the data-out block) or "
         f"{index * bs + byte} (in the range)\n{result.describe()}")
-    assert_blocks_equal(_read(lun, lba, blocks), bytes(medium), bs, lba,
+    assert_blocks_equal(lun.read_blocks(lba, blocks), bytes(medium), bs, lba,
                         what="medium after a VERIFY miscompare")
 
 
@@ -269,7 +253,7 @@ def test_verify_bytchk_2_is_invalid_field_in_cdb(shared_lun: Lun, vf: Verify) ->
     lba = vf.area(6)
     results = lun.cdbs([(vf.cdb(lba, 1, bytchk=2), None, 0),
                         (vf.cdb(lba, 1, bytchk=2), bytes(lun.block_size), 0)])
-    _each(zip(["no data-out", "one block of data-out"], results, strict=True),
+    expect_each(zip(["no data-out", "one block of data-out"], results, strict=True),
           lambda r: r.expect_check(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB,
                                    field=_BYTCHK_FIELD))
 
@@ -289,7 +273,7 @@ def test_verify_with_vrprotect_is_invalid_field_in_cdb(
     cases = [(f"VRPROTECT {v:03b}b, BYTCHK {b}", vf.cdb(lba, 1, bytchk=b, vrprotect=v),
               data if b else None) for v in range(1, 8) for b in (0, 1)]
     results = lun.cdbs([(c, out, 0) for _, c, out in cases])
-    _each(zip([w for w, _, _ in cases], results, strict=True),
+    expect_each(zip([w for w, _, _ in cases], results, strict=True),
           lambda r: r.expect_check(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB,
                                    field=_PROTECT_FIELD))
 
@@ -303,7 +287,7 @@ def test_verify_of_zero_blocks_is_good_and_transfers_nothing(shared_lun: Lun, vf
     cases = [(f"BYTCHK {b}, LBA {lba}", vf.cdb(lba, 0, bytchk=b))
              for b in (0, 1, 3) for lba in (vf.area(8), last)]
     results = lun.cdbs([(c, None, 0) for _, c in cases])
-    _each(zip([w for w, _ in cases], results, strict=True), CdbResult.expect_good)
+    expect_each(zip([w for w, _ in cases], results, strict=True), CdbResult.expect_good)
 
 
 @pytest.mark.parametrize(
@@ -324,7 +308,7 @@ def test_verify_beyond_the_last_lba_is_lba_out_of_range(
              ("BYTCHK 1", vf.cdb(lba, blocks, bytchk=1), bytes(blocks * bs) or None),
              ("BYTCHK 3", vf.cdb(lba, blocks, bytchk=3), bytes(bs) if blocks else None)]
     results = lun.cdbs([(c, out, 0) for _, c, out in cases])
-    _each(zip([w for w, _, _ in cases], results, strict=True),
+    expect_each(zip([w for w, _, _ in cases], results, strict=True),
           lambda r: r.expect_check(SenseKey.ILLEGAL_REQUEST, Asc.LBA_OUT_OF_RANGE))
 
 
@@ -349,7 +333,7 @@ def test_verify_with_the_wrong_data_out_length_is_refused(
     }[size]
     result = lun.cdb(raw, data_out=out)
     result.expect_check(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT)
-    assert_blocks_equal(_read(lun, lba, 2), data, bs, lba, what="medium after the refusal")
+    assert_blocks_equal(lun.read_blocks(lba, 2), data, bs, lba, what="medium after the refusal")
 
 
 def test_verify_longer_than_the_maximum_transfer_length_is_invalid_field_in_cdb(
@@ -368,5 +352,5 @@ def test_verify_longer_than_the_maximum_transfer_length_is_invalid_field_in_cdb(
                     f"fits VERIFY({vf.size}) and the LUN")
     results = lun.cdbs([(vf.cdb(0, blocks), None, 0),
                         (vf.cdb(0, blocks, bytchk=3), bytes(lun.block_size), 0)])
-    _each(zip(["BYTCHK 0", "BYTCHK 3"], results, strict=True),
+    expect_each(zip(["BYTCHK 0", "BYTCHK 3"], results, strict=True),
           lambda r: _expect_invalid_field(r, _whole_byte(vf.length_byte)))

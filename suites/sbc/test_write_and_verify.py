@@ -14,7 +14,6 @@ nothing written); refusal when the command is not claimed.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable
 
 import pytest
 
@@ -22,7 +21,7 @@ from harness.blocks import assert_blocks_equal, pattern
 from harness.caps import Capabilities
 from harness.lun import Lun
 from initiator import cdb
-from initiator.result import CdbResult
+from initiator.result import CdbResult, expect_each
 from initiator.sense import FieldPointer
 from scsi.constants import Asc, Opcode, SenseKey
 
@@ -78,25 +77,6 @@ def wav(command: WriteAndVerify, caps: Capabilities) -> WriteAndVerify:
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def _each(cases: Iterable[tuple[str, CdbResult]], check: Callable[[CdbResult], object]) -> None:
-    """Apply `check` to every result, naming the case that fails."""
-    __tracebackhide__ = True
-    for what, result in cases:
-        try:
-            check(result)
-        except AssertionError as exc:
-            raise AssertionError(f"{what}: {exc}") from None
-
-
-def _lay(lun: Lun, lba: int, data: bytes) -> None:
-    lun.cdb(cdb.write_16(lba, len(data) // lun.block_size), data_out=data).expect_good()
-
-
-def _read(lun: Lun, lba: int, blocks: int) -> bytes:
-    bs = lun.block_size
-    return lun.cdb(cdb.read_16(lba, blocks), data_in_len=blocks * bs).expect_good().data
-
-
 def _whole_byte(byte: int) -> tuple[FieldPointer, FieldPointer]:
     """A field of whole bytes: BPV may be clear, or the bit pointer names its top bit
     (SPC-4 4.5.2.4.2)."""
@@ -116,10 +96,10 @@ def test_write_and_verify_is_invalid_command_operation_code_when_not_claimed(
     lun, bs = shared_lun, shared_lun.block_size
     lba = command.area(0)
     before = pattern(lba, 1, bs, seed=201)
-    _lay(lun, lba, before)
+    lun.write_blocks(lba, before)
     result = lun.cdb(command.cdb(lba, 1), data_out=pattern(lba, 1, bs, seed=202))
     result.expect_check(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_COMMAND_OPERATION_CODE)
-    assert_blocks_equal(_read(lun, lba, 1), before, bs, lba, what="medium after the refusal")
+    assert_blocks_equal(lun.read_blocks(lba, 1), before, bs, lba, what="medium after the refusal")
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -145,7 +125,7 @@ def test_write_and_verify_stores_the_data_at_the_lba(
         (cdb.read_16(lba - 1, 8), None, 8 * bs),
     ])  # fmt: skip
     results[0].expect_good()
-    _each(zip(["1 block", "5 blocks"], results[1:3], strict=True), CdbResult.expect_good)
+    expect_each(zip(["1 block", "5 blocks"], results[1:3], strict=True), CdbResult.expect_good)
     expected = before[:bs] + one + five + before[7 * bs :]
     assert_blocks_equal(results[3].expect_good().data, expected, bs, lba - 1,
                         what="WRITE AND VERIFY target and its neighbours")
@@ -165,7 +145,7 @@ def test_write_and_verify_at_the_last_lba_stores_the_data(
     for seed, (what, raw) in enumerate(cases, start=221):
         data = pattern(last, 1, bs, seed=seed)
         write, back = lun.cdbs([(raw, data, 0), (cdb.read_16(last, 1), None, bs)])
-        _each([(what, write)], CdbResult.expect_good)
+        expect_each([(what, write)], CdbResult.expect_good)
         assert_blocks_equal(back.expect_good().data, data, bs, last, what=what)
 
 
@@ -177,10 +157,10 @@ def test_write_and_verify_of_zero_blocks_is_good_and_writes_nothing(
     lun, bs = shared_lun, shared_lun.block_size
     lba = wav.area(2)
     before = pattern(lba, 1, bs, seed=231)
-    _lay(lun, lba, before)
+    lun.write_blocks(lba, before)
     results = lun.cdbs([(wav.cdb(lba, 0, bytchk=b), None, 0) for b in (0, 1)])
-    _each(zip(["BYTCHK 0", "BYTCHK 1"], results, strict=True), CdbResult.expect_good)
-    assert_blocks_equal(_read(lun, lba, 1), before, bs, lba, what="medium after 0 blocks")
+    expect_each(zip(["BYTCHK 0", "BYTCHK 1"], results, strict=True), CdbResult.expect_good)
+    assert_blocks_equal(lun.read_blocks(lba, 1), before, bs, lba, what="medium after 0 blocks")
 
 
 # --- errors ----------------------------------------------------------------------------------
@@ -199,12 +179,13 @@ def test_write_and_verify_beyond_the_last_lba_is_lba_out_of_range_and_writes_not
     lba, blocks = {"first-lba-past-the-end": (n, 1), "spanning-the-end": (n - 1, 2),
                    "lba-max": (wav.max_lba, 1), "zero-blocks-past-the-end": (n, 0)}[where]
     tail = pattern(n - 1, 1, bs, seed=241)
-    _lay(lun, n - 1, tail)
+    lun.write_blocks(n - 1, tail)
     data = pattern(lba, blocks, bs, seed=242) or None
     results = lun.cdbs([(wav.cdb(lba, blocks, bytchk=b), data, 0) for b in (0, 1)])
-    _each(zip(["BYTCHK 0", "BYTCHK 1"], results, strict=True),
+    expect_each(zip(["BYTCHK 0", "BYTCHK 1"], results, strict=True),
           lambda r: r.expect_check(SenseKey.ILLEGAL_REQUEST, Asc.LBA_OUT_OF_RANGE))
-    assert_blocks_equal(_read(lun, n - 1, 1), tail, bs, n - 1, what="last LBA after the refusal")
+    assert_blocks_equal(lun.read_blocks(n - 1, 1), tail, bs, n - 1,
+                        what="last LBA after the refusal")
 
 
 def test_write_and_verify_with_wrprotect_is_invalid_field_in_cdb_and_writes_nothing(
@@ -218,15 +199,15 @@ def test_write_and_verify_with_wrprotect_is_invalid_field_in_cdb_and_writes_noth
     lun, bs = shared_lun, shared_lun.block_size
     lba = wav.area(3)
     before = pattern(lba, 1, bs, seed=251)
-    _lay(lun, lba, before)
+    lun.write_blocks(lba, before)
     data = pattern(lba, 1, bs, seed=252)
     cases = [(f"WRPROTECT {v:03b}b, BYTCHK {b}", wav.cdb(lba, 1, bytchk=b, wrprotect=v))
              for v in range(1, 8) for b in (0, 1)]
     results = lun.cdbs([(c, data, 0) for _, c in cases])
-    _each(zip([w for w, _ in cases], results, strict=True),
+    expect_each(zip([w for w, _ in cases], results, strict=True),
           lambda r: r.expect_check(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB,
                                    field=_PROTECT_FIELD))
-    assert_blocks_equal(_read(lun, lba, 1), before, bs, lba, what="medium after the refusals")
+    assert_blocks_equal(lun.read_blocks(lba, 1), before, bs, lba, what="medium after the refusals")
 
 
 def test_write_and_verify_with_bytchk_2_is_invalid_field_in_cdb_and_writes_nothing(
@@ -238,10 +219,10 @@ def test_write_and_verify_with_bytchk_2_is_invalid_field_in_cdb_and_writes_nothi
     lun, bs = shared_lun, shared_lun.block_size
     lba = wav.area(4)
     before = pattern(lba, 1, bs, seed=261)
-    _lay(lun, lba, before)
+    lun.write_blocks(lba, before)
     result = lun.cdb(wav.cdb(lba, 1, bytchk=2), data_out=pattern(lba, 1, bs, seed=262))
     result.expect_check(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB, field=_BYTCHK_FIELD)
-    assert_blocks_equal(_read(lun, lba, 1), before, bs, lba, what="medium after the refusal")
+    assert_blocks_equal(lun.read_blocks(lba, 1), before, bs, lba, what="medium after the refusal")
 
 
 @pytest.mark.parametrize("size", ["no-data-out", "one-byte-short", "one-block-extra"])
@@ -254,15 +235,15 @@ def test_write_and_verify_with_the_wrong_data_out_length_is_refused_and_writes_n
     lun, bs = shared_lun, shared_lun.block_size
     lba = wav.area(5)
     before = pattern(lba, 3, bs, seed=271)
-    _lay(lun, lba, before)
+    lun.write_blocks(lba, before)
     data = pattern(lba, 2, bs, seed=272)
     out = {"no-data-out": None, "one-byte-short": data[:-1],
            "one-block-extra": data + pattern(lba + 2, 1, bs, seed=273)}[size]
     results = lun.cdbs([(wav.cdb(lba, 2, bytchk=b), out, 0) for b in (0, 1)])
-    _each(zip(["BYTCHK 0", "BYTCHK 1"], results, strict=True),
+    expect_each(zip(["BYTCHK 0", "BYTCHK 1"], results, strict=True),
           lambda r: r.expect_check(SenseKey.ILLEGAL_REQUEST,
                                    Asc.INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT))
-    assert_blocks_equal(_read(lun, lba, 3), before, bs, lba, what="medium after the refusal")
+    assert_blocks_equal(lun.read_blocks(lba, 3), before, bs, lba, what="medium after the refusal")
 
 
 def test_write_and_verify_longer_than_the_maximum_transfer_length_is_invalid_field_in_cdb(
@@ -283,11 +264,12 @@ def test_write_and_verify_longer_than_the_maximum_transfer_length_is_invalid_fie
                     f"WRITE AND VERIFY({wav.size}) and the LUN")
     sent = min(blocks, _MAX_SG_IO // bs)
     before = pattern(lba, sent, bs, seed=281)
-    _lay(lun, lba, before)
+    lun.write_blocks(lba, before)
     data = pattern(lba, sent, bs, seed=282)
     result = lun.cdb(wav.cdb(lba, blocks), data_out=data)
     result.expect_check(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB)
     pointer = result.decoded.field_pointer if result.decoded else None
     assert pointer in _whole_byte(wav.length_byte), (
         f"field pointer {pointer}, expected byte {wav.length_byte}\n{result.describe()}")
-    assert_blocks_equal(_read(lun, lba, sent), before, bs, lba, what="medium after the refusal")
+    assert_blocks_equal(lun.read_blocks(lba, sent), before, bs, lba,
+                        what="medium after the refusal")

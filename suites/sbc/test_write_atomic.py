@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import pytest
 
@@ -27,7 +27,7 @@ from harness.blocks import assert_blocks_equal, pattern
 from harness.caps import BlockLimits, Capabilities
 from harness.lun import Lun
 from initiator import cdb
-from initiator.result import CdbResult
+from initiator.result import CdbResult, expect_each
 from initiator.sense import FieldPointer
 from scsi.constants import Asc, Opcode, SenseKey
 
@@ -87,25 +87,6 @@ def atomic(caps: Capabilities) -> Atomic:
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def _each(cases: Iterable[tuple[str, CdbResult]], check: Callable[[CdbResult], object]) -> None:
-    """Apply `check` to every result, naming the case that fails."""
-    __tracebackhide__ = True
-    for what, result in cases:
-        try:
-            check(result)
-        except AssertionError as exc:
-            raise AssertionError(f"{what}: {exc}") from None
-
-
-def _lay(lun: Lun, lba: int, data: bytes) -> None:
-    lun.cdb(cdb.write_16(lba, len(data) // lun.block_size), data_out=data).expect_good()
-
-
-def _read(lun: Lun, lba: int, blocks: int) -> bytes:
-    bs = lun.block_size
-    return lun.cdb(cdb.read_16(lba, blocks), data_in_len=blocks * bs).expect_good().data
-
-
 def _expect_invalid_field(result: CdbResult, allowed: tuple[FieldPointer | None, ...]) -> None:
     __tracebackhide__ = True
     result.expect_check(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB)
@@ -128,10 +109,10 @@ def _refused_and_unchanged(lun: Lun, raw: bytes, lba: int, blocks: int, seed: in
     bs = lun.block_size
     span = blocks + 2
     before = pattern(lba - 1, span, bs, seed=seed)
-    _lay(lun, lba - 1, before)
+    lun.write_blocks(lba - 1, before)
     data = pattern(lba, blocks if sent is None else sent, bs, seed=seed + 1)
     check(lun.cdb(raw, data_out=data or None))
-    assert_blocks_equal(_read(lun, lba - 1, span), before, bs, lba - 1,
+    assert_blocks_equal(lun.read_blocks(lba - 1, span), before, bs, lba - 1,
                         what="medium after the refusal")
 
 
@@ -211,7 +192,7 @@ def test_write_atomic_within_the_limits_stores_the_data(
                             (cdb.write_atomic_16(lba, blocks), data, 0),
                             (cdb.read_16(lba - 1, blocks + 2), None, (blocks + 2) * bs)])
         results[0].expect_good()
-        _each([(f"{blocks} blocks at LBA {lba}", results[1])], CdbResult.expect_good)
+        expect_each([(f"{blocks} blocks at LBA {lba}", results[1])], CdbResult.expect_good)
         assert_blocks_equal(results[2].expect_good().data, before[:bs] + data + before[-bs:],
                             bs, lba - 1, what=f"WRITE ATOMIC of {blocks} blocks and neighbours")
 
@@ -250,7 +231,7 @@ def test_write_atomic_with_dpo_and_fua_stores_the_data(
         (cdb.write_atomic_16(lba + blocks, blocks, fua=True, dpo=True), data[blocks * bs :], 0),
         (cdb.read_16(lba, 2 * blocks), None, 2 * blocks * bs),
     ])  # fmt: skip
-    _each(zip(["FUA=1", "DPO=1 FUA=1"], results[:2], strict=True), CdbResult.expect_good)
+    expect_each(zip(["FUA=1", "DPO=1 FUA=1"], results[:2], strict=True), CdbResult.expect_good)
     assert_blocks_equal(results[2].expect_good().data, data, bs, lba)
 
 
@@ -262,9 +243,9 @@ def test_write_atomic_of_zero_blocks_is_good_and_writes_nothing(
     lun, bs = shared_lun, shared_lun.block_size
     lba = atomic.area(5)
     before = pattern(lba, 1, bs, seed=451)
-    _lay(lun, lba, before)
+    lun.write_blocks(lba, before)
     lun.cdb(cdb.write_atomic_16(lba, 0)).expect_good()
-    assert_blocks_equal(_read(lun, lba, 1), before, bs, lba, what="medium after 0 blocks")
+    assert_blocks_equal(lun.read_blocks(lba, 1), before, bs, lba, what="medium after 0 blocks")
 
 
 # --- the limits ------------------------------------------------------------------------------
@@ -368,11 +349,11 @@ def test_write_atomic_beyond_the_last_lba_is_lba_out_of_range_and_writes_nothing
         pytest.skip(f"{blocks} blocks are above MAXIMUM ATOMIC TRANSFER LENGTH {atomic.maximum}")
     tail_lba = spanning
     tail = pattern(tail_lba, n - tail_lba, bs, seed=501)
-    _lay(lun, tail_lba, tail)
+    lun.write_blocks(tail_lba, tail)
     result = lun.cdb(cdb.write_atomic_16(lba, blocks),
                      data_out=pattern(lba, blocks, bs, seed=502) or None)
     result.expect_check(SenseKey.ILLEGAL_REQUEST, Asc.LBA_OUT_OF_RANGE)
-    assert_blocks_equal(_read(lun, tail_lba, n - tail_lba), tail, bs, tail_lba,
+    assert_blocks_equal(lun.read_blocks(tail_lba, n - tail_lba), tail, bs, tail_lba,
                         what="the end of the capacity after the refusal")
 
 
@@ -387,14 +368,14 @@ def test_write_atomic_with_wrprotect_is_invalid_field_in_cdb_and_writes_nothing(
     lun, bs = shared_lun, shared_lun.block_size
     blocks, lba = atomic.unit, atomic.area(10)
     before = pattern(lba, blocks, bs, seed=511)
-    _lay(lun, lba, before)
+    lun.write_blocks(lba, before)
     data = pattern(lba, blocks, bs, seed=512)
     results = lun.cdbs([(cdb.write_atomic_16(lba, blocks, wrprotect=v), data, 0)
                         for v in range(1, 8)])
-    _each(zip([f"WRPROTECT {v:03b}b" for v in range(1, 8)], results, strict=True),
+    expect_each(zip([f"WRPROTECT {v:03b}b" for v in range(1, 8)], results, strict=True),
           lambda r: r.expect_check(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB,
                                    field=FieldPointer(True, 1, 7)))
-    assert_blocks_equal(_read(lun, lba, blocks), before, bs, lba,
+    assert_blocks_equal(lun.read_blocks(lba, blocks), before, bs, lba,
                         what="medium after the refusals")
 
 
@@ -408,11 +389,11 @@ def test_write_atomic_with_the_wrong_data_out_length_is_refused_and_writes_nothi
     lun, bs = shared_lun, shared_lun.block_size
     blocks, lba = atomic.unit, atomic.area(11)
     before = pattern(lba, blocks + 1, bs, seed=521)
-    _lay(lun, lba, before)
+    lun.write_blocks(lba, before)
     data = pattern(lba, blocks, bs, seed=522)
     out = {"no-data-out": None, "one-byte-short": data[:-1],
            "one-block-extra": data + pattern(lba + blocks, 1, bs, seed=523)}[size]
     result = lun.cdb(cdb.write_atomic_16(lba, blocks), data_out=out)
     result.expect_check(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT)
-    assert_blocks_equal(_read(lun, lba, blocks + 1), before, bs, lba,
+    assert_blocks_equal(lun.read_blocks(lba, blocks + 1), before, bs, lba,
                         what="medium after the refusal")

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness.blocks import assert_blocks_equal, pattern
+from harness.blocks import area, area_blocks, assert_blocks_equal, page_blocks, pattern
 from harness.caps import Capabilities, discover
 from harness.lun import Lun, LunManager, LunSpec
 from initiator import cdb
@@ -29,7 +29,6 @@ from scsi.constants import Asc, Opcode, SenseKey, ServiceAction
 
 pytestmark = pytest.mark.vm
 
-_AREAS = 32  # the shared LUN is cut into this many areas; each test writes its own
 _KIB64 = 64 << 10
 _MIB = 1 << 20
 _LIMIT_LUN_BLOCK_SIZE = 4096  # WRITE SAME(10) can only exceed a limit below 65536 blocks
@@ -80,33 +79,9 @@ def ws16(caps: Capabilities) -> WriteSame:
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def _page(lun: Lun) -> int:
-    return max(1, 4096 // lun.block_size)
-
-
-def _area(lun: Lun, index: int) -> int:
-    """First LBA of area `index` (page aligned): tests use disjoint areas of the shared LUN."""
-    assert 0 <= index < _AREAS
-    page = _page(lun)
-    return lun.blocks * index // _AREAS // page * page
-
-
-def _area_blocks(lun: Lun) -> int:
-    return lun.blocks // _AREAS - _page(lun)
-
-
 def _ws_area(ws: WriteSame, base: int) -> int:
     """Area index of a test parametrized over both CDB sizes."""
     return base + (0 if ws.size == 10 else 1)
-
-
-def _read(lun: Lun, lba: int, blocks: int) -> bytes:
-    size = blocks * lun.block_size
-    return lun.cdb(cdb.read_16(lba, blocks), data_in_len=size).expect_good().data
-
-
-def _write(lun: Lun, lba: int, data: bytes) -> None:
-    lun.cdb(cdb.write_16(lba, len(data) // lun.block_size), data_out=data).expect_good()
 
 
 def _expect_field(result: CdbResult, key: int, asc: int, pointer: FieldPointer) -> None:
@@ -127,7 +102,7 @@ def _unmap_geometry(caps: Capabilities, lun: Lun) -> tuple[int, int]:
     no granularity is reported."""
     limits = caps.block_limits
     gran = limits.optimal_unmap_granularity if limits else 0
-    gran = gran or _page(lun)
+    gran = gran or page_blocks(lun.block_size)
     align = limits.unmap_alignment % gran if limits and limits.ugavalid else 0
     return gran, align
 
@@ -138,7 +113,7 @@ def _aligned_range(caps: Capabilities, lun: Lun, area: int, min_blocks: int) -> 
     gran, align = _unmap_geometry(caps, lun)
     start = -(-(area + 1 - align) // gran) * gran + align
     blocks = -(-min_blocks // gran) * gran
-    assert start + blocks + 1 <= area + _area_blocks(lun), "the area is too small for the range"
+    assert start + blocks + 1 <= area + area_blocks(lun), "the area is too small for the range"
     return start, blocks
 
 
@@ -181,14 +156,14 @@ def test_write_same_writes_the_block_to_every_block_of_the_range(
     """SBC-3 5.44/5.45: the single data-out block is written to each LBA of the range (a
     range over 64 KiB, read back whole); the blocks just before and after keep their data."""
     lun, bs = shared_lun, shared_lun.block_size
-    start = _area(lun, _ws_area(ws, 0)) + 1
+    start = area(lun, _ws_area(ws, 0)) + 1
     blocks = _KIB64 // bs + 3
     before = pattern(start - 1, blocks + 2, bs, seed=10 + ws.size)
     block = _block(lun, seed=ws.size)
-    _write(lun, start - 1, before)
+    lun.write_blocks(start - 1, before)
     lun.cdb(ws.cdb(start, blocks), data_out=block).expect_good()
     expected = before[:bs] + block * blocks + before[-bs:]
-    assert_blocks_equal(_read(lun, start - 1, blocks + 2), expected, bs, start - 1)
+    assert_blocks_equal(lun.read_blocks(start - 1, blocks + 2), expected, bs, start - 1)
 
 
 def test_write_same_of_a_large_range_writes_first_middle_and_last_blocks(
@@ -198,24 +173,24 @@ def test_write_same_of_a_large_range_writes_first_middle_and_last_blocks(
     device repeats the block itself in pieces) has the block at its first, middle, last
     and 1 MiB boundary LBAs, and not one block more."""
     lun, bs = shared_lun, shared_lun.block_size
-    area = _area(lun, _ws_area(ws, 2))
-    blocks = _area_blocks(lun) - 2
+    first = area(lun, _ws_area(ws, 2))
+    blocks = area_blocks(lun) - 2
     limits = caps.block_limits
     if limits and limits.max_write_same:
         blocks = min(blocks, limits.max_write_same)
     if ws.size == 10:
         blocks = min(blocks, 0xFFFF)
-    start = area + 1
+    start = first + 1
     mib = _MIB // bs
     offsets = sorted({0, 1, blocks // 2, blocks - 2, blocks - 1,
                       *(k * mib + d for k in range(1, 1 + blocks // mib) for d in (-1, 0)
                         if 0 <= k * mib + d < blocks)})  # fmt: skip
-    edges = pattern(area, 1, bs, seed=20) + pattern(start + blocks, 1, bs, seed=21)
-    _write(lun, area, edges[:bs])
-    _write(lun, start + blocks, edges[bs:])
+    edges = pattern(first, 1, bs, seed=20) + pattern(start + blocks, 1, bs, seed=21)
+    lun.write_blocks(first, edges[:bs])
+    lun.write_blocks(start + blocks, edges[bs:])
     block = _block(lun, seed=22 + ws.size)
     lun.cdb(ws.cdb(start, blocks), data_out=block).expect_good()
-    lbas = [area] + [start + o for o in offsets] + [start + blocks]
+    lbas = [first] + [start + o for o in offsets] + [start + blocks]
     reads = lun.cdbs([(cdb.read_16(lba, 1), None, bs) for lba in lbas])
     got = b"".join(r.expect_good().data for r in reads)
     expected = edges[:bs] + block * len(offsets) + edges[bs:]
@@ -237,13 +212,13 @@ def test_write_same_of_zero_blocks_is_invalid_field_in_cdb_when_wsnz(
     if limits is None or not limits.wsnz:
         pytest.skip("the device does not report WSNZ=1 (0 blocks then means to the end)")
     lun, bs = shared_lun, shared_lun.block_size
-    start = _area(lun, _ws_area(ws, 4))
+    start = area(lun, _ws_area(ws, 4))
     before = pattern(start, 2, bs, seed=30 + ws.size)
-    _write(lun, start, before)
+    lun.write_blocks(start, before)
     result = lun.cdb(ws.cdb(start, 0), data_out=_block(lun, 31))
     _expect_field(result, SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB,
                   FieldPointer(True, ws.length_byte, 7))
-    assert_blocks_equal(_read(lun, start, 2), before, bs, start, what="after the refusal")
+    assert_blocks_equal(lun.read_blocks(start, 2), before, bs, start, what="after the refusal")
 
 
 @pytest.mark.parametrize("where", ["first-lba-past-the-end", "spanning-the-end", "lba-max"])
@@ -277,7 +252,7 @@ def test_write_same_with_data_out_not_one_block_is_invalid_field_in_information_
     INVALID FIELD IN COMMAND INFORMATION UNIT (as LIO's own backstores answer) and
     nothing is written."""
     lun, bs = shared_lun, shared_lun.block_size
-    start = _area(lun, _ws_area(ws, 6))
+    start = area(lun, _ws_area(ws, 6))
     size = {"none": 0, "half-block": bs // 2, "block-plus-one": bs + 1, "two-blocks": 2 * bs}
     data_out = pattern(7, 2, bs, seed=50)[: size[length]] or None
     before = pattern(start, 4, bs, seed=51 + ws.size)
@@ -301,13 +276,13 @@ def test_write_same_with_wrprotect_is_invalid_field_in_cdb_without_protection(
     if caps.capacity is None or caps.capacity.prot_en:
         pytest.skip("READ CAPACITY(16) does not say PROT_EN=0")
     lun, bs = shared_lun, shared_lun.block_size
-    start = _area(lun, _ws_area(ws, 8)) + wrprotect
+    start = area(lun, _ws_area(ws, 8)) + wrprotect
     before = pattern(start, 2, bs, seed=60 + ws.size)
-    _write(lun, start, before)
+    lun.write_blocks(start, before)
     result = lun.cdb(ws.cdb(start, 2, wrprotect=wrprotect), data_out=_block(lun, 61))
     _expect_field(result, SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB,
                   FieldPointer(True, 1, 7))
-    assert_blocks_equal(_read(lun, start, 2), before, bs, start, what="after the refusal")
+    assert_blocks_equal(lun.read_blocks(start, 2), before, bs, start, what="after the refusal")
 
 
 def test_write_same_with_anchor_is_invalid_field_in_cdb_without_anc_sup(
@@ -319,15 +294,15 @@ def test_write_same_with_anchor_is_invalid_field_in_cdb_without_anc_sup(
     if prov is not None and prov.anc_sup:
         pytest.skip("the device claims ANC_SUP=1 (anchoring is supported)")
     lun, bs = shared_lun, shared_lun.block_size
-    start = _area(lun, _ws_area(ws, 10))
+    start = area(lun, _ws_area(ws, 10))
     before = pattern(start, 2, bs, seed=70 + ws.size)
-    _write(lun, start, before)
+    lun.write_blocks(start, before)
     # With UNMAP=1 where it is claimed, so that only ANCHOR is unsupported.
     command = ws.cdb(start, 2, anchor=True, unmap=ws.lbpws_claimed(caps))
     result = lun.cdb(command, data_out=bytes(bs))
     _expect_field(result, SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB,
                   FieldPointer(True, 1, 4))
-    assert_blocks_equal(_read(lun, start, 2), before, bs, start, what="after the refusal")
+    assert_blocks_equal(lun.read_blocks(start, 2), before, bs, start, what="after the refusal")
 
 
 def test_write_same_unclaimed_is_invalid_command_operation_code(
@@ -432,12 +407,12 @@ def test_write_same_unmap_with_a_zero_block_leaves_the_range_reading_zeroes(
     if not ws.lbpws_claimed(caps):
         pytest.skip(f"{ws.lbpws_name} is not claimed in the Logical Block Provisioning VPD page")
     lun, bs = shared_lun, shared_lun.block_size
-    start, blocks = _aligned_range(caps, lun, _area(lun, _ws_area(ws, 12)), _KIB64 // bs + 1)
+    start, blocks = _aligned_range(caps, lun, area(lun, _ws_area(ws, 12)), _KIB64 // bs + 1)
     before = pattern(start - 1, blocks + 2, bs, seed=100 + ws.size)
-    _write(lun, start - 1, before)
+    lun.write_blocks(start - 1, before)
     lun.cdb(ws.cdb(start, blocks, unmap=True), data_out=bytes(bs)).expect_good()
     expected = before[:bs] + bytes(blocks * bs) + before[-bs:]
-    assert_blocks_equal(_read(lun, start - 1, blocks + 2), expected, bs, start - 1)
+    assert_blocks_equal(lun.read_blocks(start - 1, blocks + 2), expected, bs, start - 1)
     if _gls_claimed(caps):
         status = _lba_status(lun, start - 1)
         assert status[:2] == [(start - 1, 1, 0), (start, blocks, 1)], (
@@ -455,13 +430,13 @@ def test_write_same_unmap_with_a_non_zero_block_writes_the_data(
     if not ws.lbpws_claimed(caps):
         pytest.skip(f"{ws.lbpws_name} is not claimed in the Logical Block Provisioning VPD page")
     lun, bs = shared_lun, shared_lun.block_size
-    start, blocks = _aligned_range(caps, lun, _area(lun, _ws_area(ws, 14)), _KIB64 // bs + 1)
+    start, blocks = _aligned_range(caps, lun, area(lun, _ws_area(ws, 14)), _KIB64 // bs + 1)
     before = pattern(start - 1, blocks + 2, bs, seed=110 + ws.size)
-    _write(lun, start - 1, before)
+    lun.write_blocks(start - 1, before)
     block = _block(lun, seed=111 + ws.size)
     lun.cdb(ws.cdb(start, blocks, unmap=True), data_out=block).expect_good()
     expected = before[:bs] + block * blocks + before[-bs:]
-    assert_blocks_equal(_read(lun, start - 1, blocks + 2), expected, bs, start - 1)
+    assert_blocks_equal(lun.read_blocks(start - 1, blocks + 2), expected, bs, start - 1)
     if _gls_claimed(caps):
         first = _lba_status(lun, start)[0]
         assert first[0] == start and first[1] >= blocks and first[2] == 0, (
@@ -476,13 +451,13 @@ def test_write_same_unmap_bit_is_invalid_field_in_cdb_when_not_claimed(
     if ws.lbpws_claimed(caps):
         pytest.skip(f"{ws.lbpws_name} is claimed: the UNMAP bit is supported")
     lun, bs = shared_lun, shared_lun.block_size
-    start = _area(lun, _ws_area(ws, 16))
+    start = area(lun, _ws_area(ws, 16))
     before = pattern(start, 2, bs, seed=120 + ws.size)
-    _write(lun, start, before)
+    lun.write_blocks(start, before)
     result = lun.cdb(ws.cdb(start, 2, unmap=True), data_out=bytes(bs))
     _expect_field(result, SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB,
                   FieldPointer(True, 1, 3))
-    assert_blocks_equal(_read(lun, start, 2), before, bs, start, what="after the refusal")
+    assert_blocks_equal(lun.read_blocks(start, 2), before, bs, start, what="after the refusal")
 
 
 # --- NDOB (WRITE SAME(16) only) ---------------------------------------------------------------
@@ -502,12 +477,12 @@ def test_write_same_16_ndob_writes_zeroes_without_a_data_out(
     prov = caps.provisioning
     if prov is not None and prov.lbprz & 0b011 == 0b010:
         pytest.skip("LBPRZ 010b: NDOB writes the provisioning initialization pattern")
-    start, blocks = _aligned_range(caps, lun, _area(lun, 18 + unmap), _KIB64 // bs + 1)
+    start, blocks = _aligned_range(caps, lun, area(lun, 18 + unmap), _KIB64 // bs + 1)
     before = pattern(start - 1, blocks + 2, bs, seed=130 + unmap)
-    _write(lun, start - 1, before)
+    lun.write_blocks(start - 1, before)
     lun.cdb(ws16.cdb(start, blocks, ndob=True, unmap=unmap)).expect_good()
     expected = before[:bs] + bytes(blocks * bs) + before[-bs:]
-    assert_blocks_equal(_read(lun, start - 1, blocks + 2), expected, bs, start - 1)
+    assert_blocks_equal(lun.read_blocks(start - 1, blocks + 2), expected, bs, start - 1)
 
 
 def test_write_same_16_ndob_with_a_data_out_is_invalid_field_in_information_unit(
@@ -518,7 +493,7 @@ def test_write_same_16_ndob_with_a_data_out_is_invalid_field_in_information_unit
     lun, bs = shared_lun, shared_lun.block_size
     if not _usage(lun, Opcode.WRITE_SAME_16)[1] & 0x01:
         pytest.skip("WRITE SAME(16) CDB usage data does not offer NDOB")
-    start = _area(lun, 20)
+    start = area(lun, 20)
     before = pattern(start, 4, bs, seed=140)
     results = lun.cdbs([
         (cdb.write_16(start, 4), before, 0),
@@ -538,10 +513,10 @@ def test_write_same_16_ndob_is_invalid_field_in_cdb_when_not_offered(
     lun, bs = shared_lun, shared_lun.block_size
     if _usage(lun, Opcode.WRITE_SAME_16)[1] & 0x01:
         pytest.skip("WRITE SAME(16) CDB usage data offers NDOB")
-    start = _area(lun, 21)
+    start = area(lun, 21)
     before = pattern(start, 2, bs, seed=150)
-    _write(lun, start, before)
+    lun.write_blocks(start, before)
     result = lun.cdb(ws16.cdb(start, 2, ndob=True))
     _expect_field(result, SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB,
                   FieldPointer(True, 1, 0))
-    assert_blocks_equal(_read(lun, start, 2), before, bs, start, what="after the refusal")
+    assert_blocks_equal(lun.read_blocks(start, 2), before, bs, start, what="after the refusal")
