@@ -2,15 +2,19 @@
 
     tcmu-harness run [options] -- COMMAND [ARGS...]
     tcmu-harness shell [options]
+    tcmu-harness handler-info SPEC       a handler's storage methods and options (no VM)
 
 In the guest COMMAND runs as root with TCMU_SG and TCMU_DISK set to the LUN's /dev/sgN
 and /dev/sdX. The literal words $TCMU_SG and $TCMU_DISK in ARGS are replaced too, so
 quote them on the host: `tcmu-harness run -- sg_inq '$TCMU_SG'`. For pipes and
 redirections run a shell: `tcmu-harness run -- sh -c 'sg_inq $TCMU_SG | head -3'`.
 
+The handler spec and its options are checked on the host before the VM boots.
+
 Exit status: COMMAND's own status; 4 for a usage error (bad option, unsatisfiable
---kernel, bad handler spec); 125 when the harness itself could not set up (the VM did
-not boot, the LUN could not be created): `git bisect run` skips such a commit.
+--kernel, bad handler spec or handler option); 125 when the harness itself could not
+set up (the VM did not boot, the LUN could not be created): `git bisect run` skips such
+a commit.
 """
 
 from __future__ import annotations
@@ -34,8 +38,10 @@ from harness.lun import (
     Lun,
     LunManager,
     LunSpec,
+    check_handler,
     handler_spec_from_cli,
 )
+from tcmu.describe import describe as describe_handler
 from vm.client import AgentError, VMError
 from vm.config import ACCELERATORS, VmConfig, default_cache_dir
 from vm.kernel import KernelError
@@ -73,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=float, default=3600.0, help="seconds (default 3600)")
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
     sub.add_parser("shell", parents=[common], help="an interactive shell in the guest")
+    info = sub.add_parser("handler-info", help="a handler's storage methods and options")
+    info.add_argument("spec", metavar="SPEC",
+                      help="'package.module:Class' or 'path/file.py:Class' [KEY=VALUE ...]")
     return parser
 
 
@@ -94,6 +103,7 @@ def _session(args: argparse.Namespace) -> Iterator[tuple[VirtualMachine, Lun]]:
     config = VmConfig(kernel=args.kernel, memory_mb=args.vm_memory, cpus=args.vm_cpus,
                       accel=args.accel, cache_dir=args.cache_dir or default_cache_dir())
     handler, options = handler_spec_from_cli(args.handler, args.handler_opt)
+    check_handler(handler, options)  # before booting: a bad spec is a usage error
     spec = LunSpec(size=args.size, block_size=args.block_size, handler=handler,
                    handler_options=options)
     with VirtualMachine(config, log=log, name="cli") as vm:
@@ -161,6 +171,12 @@ def _shell(args: argparse.Namespace) -> int:
             termios.tcsetattr(0, termios.TCSADRAIN, saved)
 
 
+def _handler_info(args: argparse.Namespace) -> int:
+    handler, options = handler_spec_from_cli(args.spec, [])
+    print(describe_handler(check_handler(handler, options).cls))
+    return 0
+
+
 def _sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt("SIGTERM")
 
@@ -171,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM unwinds like Ctrl-C, so the VM is powered off and its temp dir removed.
     signal.signal(signal.SIGTERM, _sigterm)
     try:
+        if args.command == "handler-info":
+            return _handler_info(args)
         return _run(args) if args.command == "run" else _shell(args)
     except (UsageError, HandlerOptionError, KernelError, ValueError) as exc:
         print(f"tcmu-harness: {exc}", file=sys.stderr)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import shlex
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -77,7 +78,7 @@ def warm() -> None:
 
 
 def _handler_spec(handler: str, options: dict[str, str] | None) -> str:
-    words = [handler] + [f"{k}={v}" for k, v in (options or {}).items()]
+    words = [handler] + [f"{k}={shlex.quote(str(v))}" for k, v in (options or {}).items()]
     return " ".join(words)
 
 

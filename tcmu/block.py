@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import abc
 import threading
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from scsi.constants import Asc, SenseKey
 from tcmu import cdb as cdbs
@@ -53,18 +53,11 @@ from tcmu.handler import (
 )
 from tcmu.inquiry import InquiryMixin
 from tcmu.modepages import PAGE_CACHING, WCE, ModePagesMixin
+from tcmu.options import Option
 from tcmu.sbc import SbcMixin
 from tcmu.sense import SenseError
 
 _CommandSpec = CommandSpec  # the name tests/faulty handlers use
-
-
-def _exponent(value: str | int) -> int:
-    """The physical_block_exponent option (a string from the handler spec): 0..15."""
-    text = str(value).strip()
-    if not (text.isdecimal() and int(text) <= 15):
-        raise ValueError(f"physical_block_exponent must be an integer from 0 to 15, not {value!r}")
-    return int(text)
 
 
 class BlockHandler(DispatchMixin, InquiryMixin, ModePagesMixin, SbcMixin, Handler):
@@ -82,10 +75,14 @@ class BlockHandler(DispatchMixin, InquiryMixin, ModePagesMixin, SbcMixin, Handle
     max_atomic_transfer_bytes: ClassVar[int] = 64 << 10
     unmap_granularity_bytes: ClassVar[int] = 4096  # the page the back-ends deallocate
     unmap_reads_zeroes: ClassVar[bool] = False  # LBPRZ: unmapped blocks read back as zeroes
+    options = (
+        Option("physical_block_exponent", int, 0,
+               "logical blocks per physical block = 2**N (READ CAPACITY(16), Block Limits)",
+               min=0, max=15),
+    )
+    physical_block_exponent: int
 
-    def __init__(
-        self, device: DeviceInfo, *, physical_block_exponent: str | int = 0, **options: str
-    ) -> None:
+    def __init__(self, device: DeviceInfo, **options: Any) -> None:
         super().__init__(device, **options)
         if device.block_size <= 0 or device.size < device.block_size:
             raise ValueError(
@@ -93,8 +90,6 @@ class BlockHandler(DispatchMixin, InquiryMixin, ModePagesMixin, SbcMixin, Handle
                 "do not make even one block; fix dev_size / hw_block_size"
             )
         self.block_size = device.block_size
-        # LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT (READ CAPACITY(16)).
-        self.physical_block_exponent = _exponent(physical_block_exponent)
         self.supports_unmap = type(self).unmap is not BlockHandler.unmap
         self.supports_lba_status = type(self).mapped_extents is not BlockHandler.mapped_extents
         self._stopped = False  # START STOP UNIT with START=0 until START=1

@@ -36,9 +36,11 @@ from __future__ import annotations
 import abc
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from scsi.constants import Status
+from tcmu.options import Option, check_declarations
+from tcmu.options import resolve as resolve_options
 
 
 class ScatterBuffer:
@@ -217,20 +219,24 @@ class ReconfigRefused(Exception):
 
 
 class Handler(abc.ABC):
-    """Base class of every handler. Override handle(); open()/close() are optional.
+    """Base class of every handler. Override handle(); the other methods are optional.
 
-    Options come from the handler spec (`module:Class key=value ...`) as strings; a
-    subclass declares the ones it takes as keyword arguments of __init__ and rejects
-    unknown ones (the base does, with a clear message).
+    Options come from the handler spec (`module:Class key=value ...`) as strings. A
+    class declares the ones it takes in `options` (tcmu.options.Option: name, type,
+    default, help); __init__ checks and converts what it is given and sets each declared
+    option as an attribute (`self.latency_ms`). Pass **options on to super().__init__.
     """
 
     subtype: ClassVar[str] = "harness"
+    options: ClassVar[tuple[Option, ...]] = ()
 
-    def __init__(self, device: DeviceInfo, **options: str) -> None:
-        if options:
-            raise TypeError(
-                f"{type(self).__name__} takes no option(s) {', '.join(sorted(options))}"
-            )
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        check_declarations(cls)
+
+    def __init__(self, device: DeviceInfo, **options: Any) -> None:
+        for name, value in resolve_options(type(self), options).items():
+            setattr(self, name, value)
         self.device = device
 
     def open(self) -> None:  # noqa: B027 (optional hook)

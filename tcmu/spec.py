@@ -1,8 +1,11 @@
 """Handler specs: "package.module:Class key=value ..." or "path/to/file.py:Class key=value".
 
-Options are strings, passed to the handler's __init__ as keyword arguments. Values may
-be quoted shell-style ("path='/tmp/a b'"). Every error is a HandlerSpecError whose
-message says, in one sentence, what was wrong and what to do.
+Options are strings, passed to the handler's __init__ as keyword arguments, which
+converts them by the types the class declares (tcmu.options). Values may be quoted
+shell-style ("path='/tmp/a b'"). load() checks everything it can without a device: the
+import, the class, that it has every method it must implement, and the options' names
+and values. Every error is a HandlerSpecError whose message says, in one sentence,
+what was wrong and what to do.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import sys
 from types import ModuleType
 
 from tcmu.handler import DeviceInfo, Handler
+from tcmu.options import OptionError
+from tcmu.options import resolve as resolve_options
 
 
 class HandlerSpecError(ValueError):
@@ -32,11 +37,19 @@ class HandlerSpec:
     def instantiate(self, device: DeviceInfo) -> Handler:
         try:
             return self.cls(device, **self.options)
+        except OptionError as e:
+            raise HandlerSpecError(_option_message(self.cls, e)) from e
         except TypeError as e:
             raise HandlerSpecError(
                 f"{self.cls.__name__} rejected its options ({e}); pass only the options "
                 f"its __init__ takes, as key=value"
             ) from e
+
+
+def _option_message(cls: type, err: OptionError) -> str:
+    where = f"{cls.__module__}:{cls.__name__}"
+    what = f"{cls.__name__} option {err}" if err.option else str(err)
+    return f"{what}; `tcmu-harness handler-info {where}` lists the options"
 
 
 def _parse_options(words: list[str], spec: str) -> dict[str, str]:
@@ -131,6 +144,10 @@ def load(spec: str) -> HandlerSpec:
             f"Handler"
         )
     _check_complete(obj)
+    try:
+        resolve_options(obj, options)
+    except OptionError as e:
+        raise HandlerSpecError(_option_message(obj, e)) from e
     return HandlerSpec(obj, options)
 
 

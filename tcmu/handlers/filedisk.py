@@ -1,8 +1,8 @@
 """FileDisk: a BlockHandler over a (sparse) file, zero-copy through preadv/pwritev.
 
-Spec: "tcmu.handlers.filedisk:FileDisk path=/var/tmp/disk.img"; without `path` the file
-is dev_config after the subtype ("<subtype>/<path>"). A missing or short file is created
-or extended (sparsely) to the device size.
+Spec: "tcmu.handlers.filedisk:FileDisk path=/var/tmp/disk.img" (the declared option
+`path`); without it the file is dev_config after the subtype ("<subtype>/<path>").
+A missing or short file is created or extended (sparsely) to the device size.
 
 FdDisk, the storage over any file descriptor, is shared with RamDisk (a memfd): UNMAP
 punches holes, GET LBA STATUS reads the holes back with SEEK_DATA/SEEK_HOLE.
@@ -15,10 +15,11 @@ import errno
 import functools
 import os
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from tcmu.block import BlockHandler
 from tcmu.handler import DeviceInfo, Reconfig, ReconfigRefused, ScatterBuffer
+from tcmu.options import Option
 
 _IOV_MAX = os.sysconf("SC_IOV_MAX")
 _FALLOC_FL_KEEP_SIZE = 0x01
@@ -103,7 +104,7 @@ class FdDisk(BlockHandler):
 
     unmap_reads_zeroes = True  # punched holes and the zero-writing fallback read as zeroes
 
-    def __init__(self, device: DeviceInfo, **options: str) -> None:
+    def __init__(self, device: DeviceInfo, **options: Any) -> None:
         super().__init__(device, **options)
         self._fd = -1
         self._can_punch = True
@@ -154,13 +155,20 @@ class FdDisk(BlockHandler):
 
 
 class FileDisk(FdDisk):
+    """A (sparse) file; FUA writes and SYNCHRONIZE CACHE reach stable storage (fsync)."""
+
     # Several blocks per COMPARE AND WRITE (RamDisk keeps LIO's 1), so that the suites
     # exercise multi-block compares and miscompare offsets past the first block.
     max_compare_and_write_blocks: ClassVar[int] = 16
+    options = (
+        Option("path", str, None, "the backing file, created or extended (sparsely) to the "
+               "device size; default: dev_config after the subtype"),
+    )
+    path: str
 
-    def __init__(self, device: DeviceInfo, path: str | None = None, **options: str) -> None:
+    def __init__(self, device: DeviceInfo, **options: Any) -> None:
         super().__init__(device, **options)
-        self.path = path or device.cfgstring
+        self.path = self.path or device.cfgstring
         if not self.path:
             raise ValueError(
                 f"{type(self).__name__} needs a backing file: give path=FILE or "

@@ -7,6 +7,7 @@ Spec: "tcmu.handlers.ramdisk:RamDisk" (options: those of BlockHandler).
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from tcmu.handler import DeviceInfo, Reconfig, ReconfigRefused
 from tcmu.handlers.filedisk import FdDisk
@@ -21,7 +22,7 @@ class RamDisk(FdDisk):
     tell GET LBA STATUS exactly which blocks are deallocated.
     """
 
-    def __init__(self, device: DeviceInfo, **options: str) -> None:
+    def __init__(self, device: DeviceInfo, **options: Any) -> None:
         super().__init__(device, **options)
         fd = os.memfd_create(type(self).__name__, os.MFD_CLOEXEC)
         try:
