@@ -34,7 +34,7 @@ and persistent reservations itself.
 from __future__ import annotations
 
 import abc
-import threading
+import inspect
 from typing import Any, ClassVar
 
 from scsi.constants import Asc, SenseKey
@@ -53,11 +53,19 @@ from tcmu.handler import (
 )
 from tcmu.inquiry import InquiryMixin
 from tcmu.modepages import PAGE_CACHING, WCE, ModePagesMixin
-from tcmu.options import Option
+from tcmu.options import Option, options_of
 from tcmu.sbc import SbcMixin
 from tcmu.sense import SenseError
 
 _CommandSpec = CommandSpec  # the name tests/faulty handlers use
+STORAGE_METHODS = ("read", "write", "flush", "unmap", "write_zeroes", "prefetch",
+                   "mapped_extents")
+
+
+def async_storage_methods(cls: type) -> list[str]:
+    """The storage methods `cls` implements as coroutine functions (async def)."""
+    return [name for name in STORAGE_METHODS
+            if inspect.iscoroutinefunction(getattr(cls, name, None))]
 
 
 class BlockHandler(DispatchMixin, InquiryMixin, ModePagesMixin, SbcMixin, Handler):
@@ -79,8 +87,22 @@ class BlockHandler(DispatchMixin, InquiryMixin, ModePagesMixin, SbcMixin, Handle
         Option("physical_block_exponent", int, 0,
                "logical blocks per physical block = 2**N (READ CAPACITY(16), Block Limits)",
                min=0, max=15),
+        Option("workers", int, 0, "storage commands served at once, on a pool of threads "
+               "(0: one at a time, in the ring thread)", min=0),
     )
     physical_block_exponent: int
+    workers: int
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Async storage methods need the worker pool: such a class gets its own
+        `workers` option, at least 1 and by default 16 (a class attribute may say
+        otherwise)."""
+        inherited = options_of(cls).get("workers")
+        if async_storage_methods(cls) and (inherited is None or not inherited.min):
+            pool = Option("workers", int, 16, "storage commands in flight at once (async "
+                          "storage methods run on the handler's event loop)", min=1)
+            cls.options = (*vars(cls).get("options", ()), pool)
+        super().__init_subclass__(**kwargs)
 
     def __init__(self, device: DeviceInfo, **options: Any) -> None:
         super().__init__(device, **options)
@@ -98,9 +120,6 @@ class BlockHandler(DispatchMixin, InquiryMixin, ModePagesMixin, SbcMixin, Handle
         self._attentions: list[Asc] = []
         self._init_mode_pages()
         self._init_commands()
-        # Commands complete synchronously; the lock keeps COMPARE AND WRITE atomic and mode
-        # pages consistent should the runtime ever call handle() from several threads.
-        self._lock = threading.Lock()
 
     # --- storage methods (the part a storage author writes) ---------------------------------
 
@@ -114,6 +133,9 @@ class BlockHandler(DispatchMixin, InquiryMixin, ModePagesMixin, SbcMixin, Handle
 
     def flush(self) -> None:
         """Make every completed write durable; the default has nothing to flush."""
+
+    # Any storage method may be `async def`: the base then awaits it on the handler's
+    # event loop, and serves commands on the worker pool (see tcmu.workers).
 
     def unmap(self, offset: int, length: int) -> None:
         """Override to support UNMAP and WRITE SAME's UNMAP bit (and advertise them)."""
@@ -191,22 +213,27 @@ class BlockHandler(DispatchMixin, InquiryMixin, ModePagesMixin, SbcMixin, Handle
                 f"{new.size} bytes of {new.block_size}-byte blocks do not make even one "
                 f"{self.block_size}-byte block"
             )
-        with self._lock:
-            super().apply_reconfig(change)  # reconfig() may refuse: nothing changed then
-            if change.size_changed:
-                self._unit_attention(Asc.CAPACITY_DATA_HAS_CHANGED)
-            if change.write_cache_changed:
-                cache_was_on = self.write_cache_enabled
-                wce = WCE if new.write_cache else 0
-                self._mode_default[PAGE_CACHING] = bytes(
-                    self._default_mode_pages()[PAGE_CACHING]
-                )
-                self._mode_current[PAGE_CACHING][2] = (
-                    self._mode_current[PAGE_CACHING][2] & ~WCE | wce
-                )
-                self._unit_attention(Asc.MODE_PARAMETERS_CHANGED)
-                if cache_was_on and not wce:
-                    self._flush()  # write-back data must not stay cached once WCE is off
+        barrier = self._claims.claim(None, exclusive=True)  # after every command in flight
+        try:
+            barrier.wait()
+            with self._lock:
+                self._reconfigure(change)
+        finally:
+            self._claims.release(barrier)
+
+    def _reconfigure(self, change: Reconfig) -> None:
+        super().apply_reconfig(change)  # reconfig() may refuse: nothing changed then
+        if change.size_changed:
+            self._unit_attention(Asc.CAPACITY_DATA_HAS_CHANGED)
+        if change.write_cache_changed:
+            cache_was_on = self.write_cache_enabled
+            wce = WCE if change.new.write_cache else 0
+            self._mode_default[PAGE_CACHING] = self._default_mode_pages()[PAGE_CACHING]
+            caching = self._mode_current[PAGE_CACHING]
+            caching[2] = caching[2] & ~WCE | wce
+            self._unit_attention(Asc.MODE_PARAMETERS_CHANGED)
+            if cache_was_on and not wce:
+                self._flush()  # write-back data must not stay cached once WCE is off
 
     # --- limits (Block Limits VPD), in logical blocks ---------------------------------------
 

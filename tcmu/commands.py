@@ -4,12 +4,19 @@ One table of CommandSpec rows (opcode, service action, CDB usage mask, method) d
 dispatch, the reserved-bit checks and RSOC, so what RSOC reports is what is served.
 `_command_table()` lists the built-in commands; the other mixins of BlockHandler
 (tcmu.inquiry, tcmu.modepages, tcmu.sbc) and tcmu.sbc_extra provide their methods.
+
+Each row also says what the command touches (Access): nothing but the handler's state
+(answered at once, in the ring thread), an LBA range it reads or writes, or the whole
+device. With the `workers` option above 0, commands that touch storage run on the
+handler's worker pool under range claims (tcmu.workers) and complete out of order.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import functools
+import logging
 import struct
 import threading
 from collections.abc import Callable
@@ -19,11 +26,23 @@ from scsi.constants import Asc, Opcode, SenseKey, ServiceAction
 from tcmu import cdb as cdbs
 from tcmu import sbc_extra
 from tcmu.blockutil import data_in
-from tcmu.handler import Command, Result
+from tcmu.handler import INTERNAL_FAILURE, Command, Result
 from tcmu.sense import SenseError
+from tcmu.workers import Claim, RangeClaims, Ranges, Workers
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from tcmu.block import BlockHandler
+
+
+class Access(enum.Enum):
+    """What a command touches, which decides where and when it runs."""
+
+    NONE = "none"  # only the handler's state: answered at once, in the ring thread
+    READ = "read"  # reads its LBA range: runs beside other readers of it
+    WRITE = "write"  # writes its LBA range: alone on it, after the earlier commands there
+    DEVICE = "device"  # the whole device and the unit's state: alone, after all earlier
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -35,6 +54,7 @@ class CommandSpec:
     usage: bytes  # RSOC CDB USAGE DATA: opcode, then the bits the device server uses
     run: Callable[[Command], Result]
     medium: bool  # needs the medium: NOT READY while the unit is stopped
+    access: Access = Access.NONE
 
 
 # Commands whose CDB byte 1 bits 7-5 are one RDPROTECT/WRPROTECT/VRPROTECT/ORPROTECT field:
@@ -61,6 +81,34 @@ _MEDIUM_ACCESS: frozenset[tuple[int, int | None]] = frozenset({(op, None) for op
     Opcode.ORWRITE_16, Opcode.WRITE_ATOMIC_16, Opcode.PRE_FETCH_10, Opcode.PRE_FETCH_16,
     Opcode.SYNCHRONIZE_CACHE_10, Opcode.SYNCHRONIZE_CACHE_16,
 )} | {(Opcode.SERVICE_ACTION_IN_16, ServiceAction.GET_LBA_STATUS)})  # fmt: skip
+
+_READS = (
+    Opcode.READ_6, Opcode.READ_10, Opcode.READ_12, Opcode.READ_16,
+    Opcode.VERIFY_10, Opcode.VERIFY_12, Opcode.VERIFY_16, Opcode.PRE_FETCH_10,
+    Opcode.PRE_FETCH_16,
+)  # fmt: skip
+_WRITES = (
+    Opcode.WRITE_6, Opcode.WRITE_10, Opcode.WRITE_12, Opcode.WRITE_16,
+    Opcode.WRITE_AND_VERIFY_10, Opcode.WRITE_AND_VERIFY_12, Opcode.WRITE_AND_VERIFY_16,
+    Opcode.WRITE_SAME_10, Opcode.WRITE_SAME_16, Opcode.COMPARE_AND_WRITE, Opcode.ORWRITE_16,
+    Opcode.WRITE_ATOMIC_16, Opcode.SYNCHRONIZE_CACHE_10, Opcode.SYNCHRONIZE_CACHE_16,
+)  # fmt: skip
+_WHOLE_DEVICE = (
+    Opcode.UNMAP, Opcode.FORMAT_UNIT, Opcode.MODE_SELECT_6, Opcode.MODE_SELECT_10,
+    Opcode.START_STOP_UNIT,
+)  # fmt: skip
+_GET_LBA_STATUS = (Opcode.SERVICE_ACTION_IN_16, ServiceAction.GET_LBA_STATUS)
+_ACCESS: dict[tuple[int, int | None], Access] = {
+    **{(op, None): Access.READ for op in _READS},
+    **{(op, None): Access.WRITE for op in _WRITES},
+    **{(op, None): Access.DEVICE for op in _WHOLE_DEVICE},
+    _GET_LBA_STATUS: Access.READ,
+}
+# PREFETCH LENGTH / NUMBER OF LOGICAL BLOCKS 0: from the LBA to the end of the medium.
+_ZERO_MEANS_TO_THE_END = frozenset({
+    Opcode.SYNCHRONIZE_CACHE_10, Opcode.SYNCHRONIZE_CACHE_16, Opcode.PRE_FETCH_10,
+    Opcode.PRE_FETCH_16,
+})  # fmt: skip
 
 # Commands a pending unit attention does not fail (SAM-5 5.14): REQUEST SENSE reports it.
 _NO_ATTENTION = frozenset({Opcode.INQUIRY, Opcode.REQUEST_SENSE, Opcode.REPORT_LUNS})
@@ -105,6 +153,8 @@ class DispatchMixin:
     supports_unmap: bool
     supports_lba_status: bool
     descriptor_sense: bool
+    num_blocks: int
+    workers: int
 
     if TYPE_CHECKING:
 
@@ -115,21 +165,97 @@ class DispatchMixin:
         self._sa_opcodes = {
             c.opcode for c in self._commands.values() if c.service_action is not None
         }
+        # The state lock: commands that change the unit's state (mode pages, START STOP,
+        # reconfiguration) hold it, and so does every command served in the ring thread.
+        self._lock = threading.Lock()
+        self._claims = RangeClaims()
+        self._workers: Workers | None = None  # started on the first concurrent command
 
-    def handle(self, cmd: Command) -> Result:
+    def handle(self, cmd: Command) -> Result | None:
+        """The Result at once, or None: the command runs on the worker pool and
+        completes through cmd.complete() (workers > 0 and it touches storage)."""
         with self._lock:
             try:
-                if cmd.cdb[:1] and cmd.cdb[0] not in _NO_ATTENTION:
-                    attention = self._take_unit_attention()
-                    if attention is not None:
-                        raise SenseError(SenseKey.UNIT_ATTENTION, attention)
-                spec = self._lookup(cmd.cdb)
-                check_usage(cmd.cdb, spec.usage)
-                if spec.medium and self._stopped:
-                    raise SenseError.stopped()
-                return spec.run(cmd)
+                spec = self._admit(cmd)
+                if spec.access is Access.NONE or not self.workers:
+                    return spec.run(cmd)
             except SenseError as err:
                 return Result.check_condition(err.sense(self.descriptor_sense))
+        ranges, exclusive = self._footprint(spec, cmd.cdb)
+        claim = self._claims.claim(ranges, exclusive)  # here: in arrival order
+        self._pool().submit(functools.partial(self._run_claimed, spec, cmd, claim))
+        return None
+
+    def _admit(self, cmd: Command) -> CommandSpec:
+        """A pending unit attention, the lookup, the reserved bits, the stopped unit."""
+        if cmd.cdb[:1] and cmd.cdb[0] not in _NO_ATTENTION:
+            attention = self._take_unit_attention()
+            if attention is not None:
+                raise SenseError(SenseKey.UNIT_ATTENTION, attention)
+        spec = self._lookup(cmd.cdb)
+        check_usage(cmd.cdb, spec.usage)
+        if spec.medium and self._stopped:
+            raise SenseError.stopped()
+        return spec
+
+    # --- concurrent serving (tcmu.workers) ---------------------------------------------------
+
+    def _pool(self) -> Workers:
+        if self._workers is None:
+            self._workers = Workers(max(1, self.workers), f"{type(self).__name__}-worker")
+        return self._workers
+
+    def _footprint(self, spec: CommandSpec, cdb: bytes) -> tuple[Ranges, bool]:
+        """The LBA ranges a command claims and whether alone; the whole device when the
+        CDB cannot be decoded (the command then fails its own checks anyway)."""
+        if spec.access is Access.DEVICE:
+            return None, True
+        try:
+            if (spec.opcode, spec.service_action) == _GET_LBA_STATUS:
+                lba = cdbs.decode_get_lba_status(cdb).lba
+                blocks = self.num_blocks - lba
+            else:
+                io = cdbs.decode_block(cdb)
+                lba, blocks = io.lba, io.blocks
+                if not blocks and spec.opcode in _ZERO_MEANS_TO_THE_END:
+                    blocks = self.num_blocks - lba
+        except (SenseError, ValueError):
+            return None, True
+        return [(lba, lba + max(blocks, 0))], spec.access is Access.WRITE
+
+    def _run_claimed(self, spec: CommandSpec, cmd: Command, claim: Claim) -> None:
+        """A pool thread: wait for the earlier conflicting commands, run, complete."""
+        try:
+            claim.wait()
+            if spec.access is Access.DEVICE:
+                with self._lock:
+                    result = self._run_checked(spec, cmd)
+            else:
+                result = self._run_checked(spec, cmd)
+        except Exception:
+            log.exception("cmd %d (cdb %s) failed", cmd.cmd_id, cmd.cdb.hex())
+            result = INTERNAL_FAILURE
+        finally:
+            self._claims.release(claim)
+        try:
+            cmd.complete(result)
+        except Exception:
+            log.exception("cmd %d: completion failed", cmd.cmd_id)
+
+    def _run_checked(self, spec: CommandSpec, cmd: Command) -> Result:
+        try:
+            if spec.medium and self._stopped:  # a STOP queued before it has run since
+                raise SenseError.stopped()
+            return spec.run(cmd)
+        except SenseError as err:
+            return Result.check_condition(err.sense(self.descriptor_sense))
+
+    def quiesce(self) -> None:
+        """Wait for the commands in flight on the pool; stop it (the runtime calls this
+        before close())."""
+        workers, self._workers = self._workers, None
+        if workers is not None:
+            workers.shutdown()
 
     def _lookup(self, cdb: bytes) -> CommandSpec:
         if not cdb:
@@ -210,9 +336,10 @@ class DispatchMixin:
             rows.append((Opcode.SERVICE_ACTION_IN_16, ServiceAction.GET_LBA_STATUS,
                          "1f" + lba_len16 + "0000", extra(sbc_extra.get_lba_status)))  # fmt: skip
         return [
-            CommandSpec(op, sa, bytes([op]) + bytes.fromhex(mask), run, (op, sa) in _MEDIUM_ACCESS)
+            CommandSpec(op, sa, bytes([op]) + bytes.fromhex(mask), run,
+                        (op, sa) in _MEDIUM_ACCESS, _ACCESS.get((op, sa), Access.NONE))
             for op, sa, mask, run in rows
-        ]
+        ]  # fmt: skip
 
     def _good(self, cmd: Command) -> Result:
         return Result.good()

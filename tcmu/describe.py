@@ -11,8 +11,6 @@ import inspect
 from tcmu.handler import Handler
 from tcmu.options import describe as describe_options
 
-_STORAGE = ("read", "write", "flush", "unmap", "write_zeroes", "prefetch", "mapped_extents")
-
 
 def describe(cls: type[Handler]) -> str:
     lines = [f"{cls.__name__} ({cls.__module__}:{cls.__name__})"]
@@ -27,12 +25,12 @@ def describe(cls: type[Handler]) -> str:
 
 
 def _storage(cls: type[Handler]) -> list[str]:
-    from tcmu.block import BlockHandler  # BlockHandler builds on this module's peers
+    from tcmu.block import STORAGE_METHODS, BlockHandler
 
     if not issubclass(cls, BlockHandler):
         return ["kind: Handler (handle() answers every CDB itself)"]
     own = []
-    for name in _STORAGE:
+    for name in STORAGE_METHODS:
         method = getattr(cls, name)
         if getattr(BlockHandler, name) is method:
             continue  # the base's default

@@ -41,6 +41,7 @@ from typing import Any, ClassVar
 from scsi.constants import Status
 from tcmu.options import Option, check_declarations
 from tcmu.options import resolve as resolve_options
+from tcmu.sense import INTERNAL_FAILURE_SENSE
 
 
 class ScatterBuffer:
@@ -161,6 +162,9 @@ class Result:
         return cls(Status.CHECK_CONDITION, sense)
 
 
+# The answer to a command whose handler failed with anything but a SenseError.
+INTERNAL_FAILURE = Result.check_condition(INTERNAL_FAILURE_SENSE)
+
 DEFAULT_MAX_SECTORS = 128  # target_core_user's hw_max_sectors
 DEFAULT_DATA_AREA_BYTES = 1 << 30  # target_core_user's default max_data_area_mb (1024)
 
@@ -261,6 +265,10 @@ class Handler(abc.ABC):
         handler authors override reconfig() instead."""
         self.reconfig(change)
         self.device = change.new
+
+    def quiesce(self) -> None:  # noqa: B027 (optional hook)
+        """Wait for the commands this handler completes on its own threads (deferred
+        completions); the runtime calls it when it stops, before close()."""
 
     def tmr(self, tmr_type: int, cmd_ids: list[int]) -> None:  # noqa: B027 (optional hook)
         """Optional: a task management notification (tcmu.layout.TmrType) naming the

@@ -37,13 +37,20 @@ from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from scsi.constants import FIXED_SENSE_CURRENT, Asc, SenseKey, Status
 from tcmu import device as devmod
 from tcmu import uio as uiomod
 from tcmu.cmdlog import CommandLog
-from tcmu.handler import Command, DeviceInfo, Handler, Reconfig, ReconfigRefused, Result
+from tcmu.handler import (
+    INTERNAL_FAILURE,
+    Command,
+    DeviceInfo,
+    Handler,
+    Reconfig,
+    ReconfigRefused,
+    Result,
+)
 from tcmu.ring import Ring, RingError, TmrNotice
-from tcmu.sense import SenseError
+from tcmu.sense import INTERNAL_FAILURE_SENSE, SenseError  # noqa: F401 (re-exported)
 from tcmu.spec import load as load_spec
 
 if TYPE_CHECKING:
@@ -51,12 +58,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# CHECK CONDITION, HARDWARE ERROR, INTERNAL TARGET FAILURE (44/00), fixed format.
-INTERNAL_FAILURE_SENSE = bytes(
-    [FIXED_SENSE_CURRENT, 0, SenseKey.HARDWARE_ERROR, 0, 0, 0, 0, 10, 0, 0, 0, 0,
-     Asc.INTERNAL_TARGET_FAILURE.asc, Asc.INTERNAL_TARGET_FAILURE.ascq, 0, 0, 0, 0]
-)
-INTERNAL_FAILURE = Result(Status.CHECK_CONDITION, INTERNAL_FAILURE_SENSE)
 
 _POLLIN = select.POLLIN
 _perf = time.perf_counter
@@ -362,6 +363,7 @@ def serve(
                 log.info("%s was removed; stopping", info.name)
             finally:
                 try:
+                    handler.quiesce()  # commands still running on the handler's threads
                     handler.close()
                 except Exception:
                     log.exception("handler close failed")

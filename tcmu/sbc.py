@@ -2,15 +2,18 @@
 WRITE AND VERIFY, SYNCHRONIZE CACHE, WRITE SAME, UNMAP and COMPARE AND WRITE, over the
 storage methods (read, write, flush, unmap, write_zeroes).
 
-Every storage call goes through `_storage_read` / `_storage_write` / `_flush` (or
+Every storage call goes through `_run_storage` (which awaits an async storage method on
+the handler's event loop) and `_storage_read` / `_storage_write` / `_flush` (or
 medium_errors()), which turn OSError into MEDIUM ERROR sense. The rarer SBC commands
 are in tcmu.sbc_extra.
 """
 
 from __future__ import annotations
 
+import inspect
 import struct
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from scsi.constants import Asc
 from tcmu import cdb as cdbs
@@ -25,6 +28,9 @@ from tcmu.blockutil import (
 )
 from tcmu.handler import Command, Result, ScatterBuffer
 from tcmu.sense import SenseError
+
+if TYPE_CHECKING:
+    from tcmu.workers import Workers
 
 _CHUNK = 1 << 20  # bytes per write() when WRITE SAME repeats a block
 
@@ -61,6 +67,7 @@ class SbcMixin:
         def flush(self) -> None: ...
         def unmap(self, offset: int, length: int) -> None: ...
         def write_zeroes(self, offset: int, length: int) -> None: ...
+        def _pool(self) -> Workers: ...  # tcmu.commands
 
     # --- capacity ------------------------------------------------------------------------------
 
@@ -102,19 +109,26 @@ class SbcMixin:
         self._check_transfer(io)
         return io
 
+    def _run_storage(self, method: Callable[..., Any], *args: Any) -> Any:
+        """Call a storage method; an async one is awaited on the handler's event loop."""
+        result = method(*args)
+        if inspect.isawaitable(result):
+            result = self._pool().run(result)
+        return result
+
     def _storage_read(self, offset: int, buf: ScatterBuffer) -> None:
         with medium_errors(Asc.UNRECOVERED_READ_ERROR):
-            self.read(offset, buf)
+            self._run_storage(self.read, offset, buf)
 
     def _storage_write(self, offset: int, buf: ScatterBuffer, force_unit_access: bool) -> None:
         with medium_errors(Asc.WRITE_ERROR):
-            self.write(offset, buf)
+            self._run_storage(self.write, offset, buf)
         if force_unit_access or not self.write_cache_enabled:
             self._flush()
 
     def _flush(self) -> None:
         with medium_errors(Asc.WRITE_ERROR):
-            self.flush()
+            self._run_storage(self.flush)
 
     def _medium_difference(self, offset: int, expected: bytes) -> int | None:
         actual, buf = scratch(len(expected))
@@ -195,9 +209,9 @@ class SbcMixin:
         # UNMAP=1 may deallocate only when reads will still return what was "written".
         with medium_errors(Asc.WRITE_ERROR):
             if zeroes and io.unmap and self.unmap_reads_zeroes:
-                self.unmap(offset, length)
+                self._run_storage(self.unmap, offset, length)
             elif zeroes:
-                self.write_zeroes(offset, length)
+                self._run_storage(self.write_zeroes, offset, length)
             else:
                 self._write_repeated(offset, length, block)
         if not self.write_cache_enabled:
@@ -210,7 +224,7 @@ class SbcMixin:
         end = offset + length
         while offset < end:
             part = chunk[: min(len(chunk), end - offset)]
-            self.write(offset, ScatterBuffer([part]))
+            self._run_storage(self.write, offset, ScatterBuffer([part]))
             offset += len(part)
 
     def _unmap(self, cmd: Command) -> Result:
@@ -242,7 +256,7 @@ class SbcMixin:
             ranges.append((lba, blocks))
         with medium_errors(Asc.WRITE_ERROR):
             for lba, blocks in ranges:  # all checked first: a bad descriptor unmaps nothing
-                self.unmap(lba * self.block_size, blocks * self.block_size)
+                self._run_storage(self.unmap, lba * self.block_size, blocks * self.block_size)
         return Result.good()
 
     # --- COMPARE AND WRITE -----------------------------------------------------------------------

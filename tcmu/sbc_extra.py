@@ -1,9 +1,10 @@
 """The SBC commands beyond reads and writes that BlockHandler's command table binds to
 itself: PRE-FETCH, GET LBA STATUS, ORWRITE, WRITE ATOMIC, READ DEFECT DATA and FORMAT UNIT.
 
-Each is a function of (handler, command) returning a Result or raising SenseError. They
-run under the handler's lock (BlockHandler.handle takes it), which is what makes ORWRITE's
-read-modify-write and WRITE ATOMIC atomic against every other command.
+Each is a function of (handler, command) returning a Result or raising SenseError. Served
+one at a time they cannot interleave; on the worker pool, ORWRITE and WRITE ATOMIC hold
+an exclusive claim on their LBA range (tcmu.workers), which keeps ORWRITE's
+read-modify-write and WRITE ATOMIC atomic against every overlapping command.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def pre_fetch(h: BlockHandler, cmd: Command) -> Result:
     # The hint covers at most MAXIMUM PREFETCH LENGTH blocks, also for "to the end".
     blocks = min(io.blocks or h.num_blocks - io.lba, h.max_transfer_blocks)
     with medium_errors(Asc.UNRECOVERED_READ_ERROR):
-        h.prefetch(io.lba * h.block_size, blocks * h.block_size)
+        h._run_storage(h.prefetch, io.lba * h.block_size, blocks * h.block_size)
     return Result(Status.CONDITION_MET)
 
 
@@ -56,8 +57,8 @@ def get_lba_status(h: BlockHandler, cmd: Command) -> Result:
         raise SenseError.lba_out_of_range()
     bs = h.block_size
     with medium_errors(Asc.UNRECOVERED_READ_ERROR):
-        extents = h.mapped_extents(
-            c.lba * bs, (h.num_blocks - c.lba) * bs, MAX_LBA_STATUS_DESCRIPTORS
+        extents = h._run_storage(
+            h.mapped_extents, c.lba * bs, (h.num_blocks - c.lba) * bs, MAX_LBA_STATUS_DESCRIPTORS
         )
     descriptors: list[bytes] = []
     for offset, length, mapped in extents:
@@ -141,9 +142,9 @@ def format_unit(h: BlockHandler, cmd: Command) -> Result:
     size = h.num_blocks * h.block_size
     with medium_errors(Asc.WRITE_ERROR):
         if h.supports_unmap and h.unmap_reads_zeroes:
-            h.unmap(0, size)
+            h._run_storage(h.unmap, 0, size)
         else:
-            h.write_zeroes(0, size)
+            h._run_storage(h.write_zeroes, 0, size)
     h._flush()
     return Result.good()
 

@@ -162,3 +162,8 @@ class SenseError(Exception):
     def miscompare(cls, offset: int) -> SenseError:
         """MISCOMPARE 1D/00; INFORMATION = offset of the first differing data-out byte."""
         return cls(SenseKey.MISCOMPARE, Asc.MISCOMPARE_DURING_VERIFY, information=offset)
+
+
+# CHECK CONDITION, HARDWARE ERROR, INTERNAL TARGET FAILURE (44/00), fixed format: the
+# answer to a command whose handler failed with anything but a SenseError.
+INTERNAL_FAILURE_SENSE = fixed(SenseKey.HARDWARE_ERROR, Asc.INTERNAL_TARGET_FAILURE)

@@ -33,12 +33,13 @@ class HandlerSpecError(ValueError):
 class HandlerSpec:
     cls: type[Handler]
     options: dict[str, str]
+    target: str = ""  # "module:Class" or "path/file.py:Class", as given
 
     def instantiate(self, device: DeviceInfo) -> Handler:
         try:
             return self.cls(device, **self.options)
         except OptionError as e:
-            raise HandlerSpecError(_option_message(self.cls, e)) from e
+            raise HandlerSpecError(_option_message(self.cls, e, self.target)) from e
         except TypeError as e:
             raise HandlerSpecError(
                 f"{self.cls.__name__} rejected its options ({e}); pass only the options "
@@ -46,8 +47,8 @@ class HandlerSpec:
             ) from e
 
 
-def _option_message(cls: type, err: OptionError) -> str:
-    where = f"{cls.__module__}:{cls.__name__}"
+def _option_message(cls: type, err: OptionError, target: str) -> str:
+    where = target or f"{cls.__module__}:{cls.__name__}"
     what = f"{cls.__name__} option {err}" if err.option else str(err)
     return f"{what}; `tcmu-harness handler-info {where}` lists the options"
 
@@ -147,8 +148,8 @@ def load(spec: str) -> HandlerSpec:
     try:
         resolve_options(obj, options)
     except OptionError as e:
-        raise HandlerSpecError(_option_message(obj, e)) from e
-    return HandlerSpec(obj, options)
+        raise HandlerSpecError(_option_message(obj, e, target)) from e
+    return HandlerSpec(obj, options, target)
 
 
 def _check_complete(cls: type[Handler]) -> None:

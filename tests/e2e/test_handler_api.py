@@ -1,18 +1,21 @@
 """The handler API against the real kernel: RECONFIG (dev_size, emulate_write_cache
-written in configfs) reaches READ CAPACITY, MODE SENSE and a unit attention."""
+written in configfs) reaches READ CAPACITY, MODE SENSE and a unit attention, and a
+slow command no longer holds up fast ones when the handler serves concurrently."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from harness.lun import Lun
 from initiator import cdb
-from scsi.constants import Asc, SenseKey
+from scsi.constants import Asc, Opcode, SenseKey
 
 pytestmark = pytest.mark.vm
 
+HERE = Path(__file__).resolve().parent
 SIZE = 16 << 20
 
 
@@ -41,3 +44,38 @@ def test_reconfig_of_dev_size_and_write_cache_reaches_the_initiator(
                                                 Asc.MODE_PARAMETERS_CHANGED)
     caching = lun.cdb(cdb.mode_sense_6(0x08, dbd=True), data_in_len=255).expect_good().data
     assert caching[4] & 0x3F == 0x08 and caching[6] & 0x04  # WCE now 1
+
+
+def _slow_and_fast_reads(lun: Lun) -> tuple[float, list[float]]:
+    """One slow READ (LBA 0) in the background, then three fast ones (LBA 4096) while it
+    is in flight; returns the completion times the handler logged."""
+    sg = lun.sg
+    script = (
+        f"sg_raw -r 512 {sg} 28 00 00 00 00 00 00 00 01 00 >/dev/null 2>&1 & "
+        "sleep 0.5; "
+        f"for i in 1 2 3; do sg_raw -r 512 {sg} 28 00 00 00 10 00 00 00 01 00 "
+        ">/dev/null 2>&1 || exit 1; done; wait"
+    )
+    lun.vm.run(["sh", "-c", script], check=True, timeout=120)
+    reads = [c for c in lun.handler_commands()
+             if c.opcode == Opcode.READ_10 and c.cdb[7:9] == b"\x00\x01"]  # not the sd probe
+    slow = [c.t for c in reads if c.cdb[2:6] == bytes(4)]
+    fast = [c.t for c in reads if c.cdb[2:6] == bytes([0, 0, 0x10, 0])]
+    assert len(slow) == 1 and len(fast) == 3, reads
+    return slow[0], fast
+
+
+@pytest.mark.parametrize(("handler", "concurrent"), [("PooledSlowStartRamDisk", True),
+                                                     ("SlowStartRamDisk", False)])
+def test_a_slow_read_no_longer_blocks_fast_ones(
+    make_lun: Callable[..., Lun], handler: str, concurrent: bool
+) -> None:
+    """A 3 s read and three fast ones behind it: on a worker pool the fast ones complete
+    while the slow one runs; served one at a time (workers=0) they wait for it."""
+    lun = make_lun(size=SIZE, handler=f"{HERE / 'handler_api_handlers.py'}:{handler}")
+    assert lun.sd.startswith("/dev/sd")  # the sd probe (which reads LBA 0 too) is over
+    slow, fast = _slow_and_fast_reads(lun)
+    if concurrent:
+        assert all(t < slow for t in fast), (slow, fast)  # completed while the slow one ran
+    else:
+        assert all(t > slow for t in fast), (slow, fast)

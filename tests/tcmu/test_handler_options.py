@@ -98,7 +98,7 @@ def test_the_readme_pattern_takes_its_declared_options_typed(latency_disk: str) 
     ("options", "message"),
     [
         ("latency=5", "LatencyDisk has no option 'latency' (did you mean latency_ms?); its "
-                      "options are: physical_block_exponent, latency_ms, label, verify"),
+                      "options are: physical_block_exponent, workers, latency_ms, label, verify"),
         ("latency_ms=-1", "LatencyDisk option latency_ms must be a number >= 0, not '-1'"),
         ("verify=maybe", "LatencyDisk option verify must be true or false"),
     ],
@@ -108,7 +108,8 @@ def test_the_readme_pattern_refuses_bad_options_when_loaded(
 ) -> None:
     with pytest.raises(HandlerSpecError) as e:
         load(f"{latency_disk} {options}")
-    assert str(e.value).startswith(message) and "handler-info" in str(e.value)
+    assert str(e.value).startswith(message)
+    assert str(e.value).endswith(f"; `tcmu-harness handler-info {latency_disk}` lists the options")
 
 
 def test_a_class_attribute_is_the_options_default() -> None:
