@@ -1,4 +1,5 @@
-"""A complete TCMU block device in 20 lines: BlockHandler does the SCSI, this stores blocks.
+"""A complete TCMU block device in 20 lines: BlockHandler does the SCSI, this stores blocks
+(nothing is volatile, so there is no flush()).
 
     pytest suites --handler examples/dict_disk.py:DictDisk
 """
@@ -10,7 +11,7 @@ from tcmu.handler import DeviceInfo, ScatterBuffer
 class DictDisk(BlockHandler):
     """Sparse: only the blocks ever written take memory; the rest read as zeroes."""
 
-    def __init__(self, device: DeviceInfo, **options: str) -> None:
+    def __init__(self, device: DeviceInfo, **options: object) -> None:
         super().__init__(device, **options)
         self.bs = device.block_size
         self.blocks: dict[int, bytes] = {}
@@ -24,6 +25,3 @@ class DictDisk(BlockHandler):
         data = buf.read()
         for i in range(0, len(data), self.bs):
             self.blocks[(offset + i) // self.bs] = data[i : i + self.bs]
-
-    def flush(self) -> None:
-        pass  # nothing volatile

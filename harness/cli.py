@@ -173,7 +173,8 @@ def _shell(args: argparse.Namespace) -> int:
 
 def _handler_info(args: argparse.Namespace) -> int:
     handler, options = handler_spec_from_cli(args.spec, [])
-    print(describe_handler(check_handler(handler, options).cls))
+    spec = check_handler(handler, options)
+    print(describe_handler(spec.cls, args.spec.split()[0]))
     return 0
 
 

@@ -29,6 +29,10 @@ BlockHandler is composed of one mixin per job, each in its own module:
 This module keeps the storage interface, the limits and the unit's state (START STOP
 UNIT, REQUEST SENSE, unit attentions, reconfiguration). The kernel answers REPORT LUNS
 and persistent reservations itself.
+
+Extension points, importable from here: @scsi_command (another opcode; REPORT SUPPORTED
+OPERATION CODES lists it), @vpd_page (another VPD page; VPD 0x00 lists it) and
+ModePage (another mode page; MODE SENSE reports it, MODE SELECT changes it).
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from scsi.constants import Asc, SenseKey
 from tcmu import cdb as cdbs
 from tcmu import sense
 from tcmu.blockutil import data_in
-from tcmu.commands import CommandSpec, DispatchMixin
+from tcmu.commands import Access, CommandSpec, DispatchMixin, scsi_command
 from tcmu.handler import (
     Command,
     DeviceInfo,
@@ -51,11 +55,13 @@ from tcmu.handler import (
     Result,
     ScatterBuffer,
 )
-from tcmu.inquiry import InquiryMixin
-from tcmu.modepages import PAGE_CACHING, WCE, ModePagesMixin
+from tcmu.inquiry import InquiryMixin, vpd_page
+from tcmu.modepages import PAGE_CACHING, WCE, ModePage, ModePagesMixin
 from tcmu.options import Option, options_of
 from tcmu.sbc import SbcMixin
 from tcmu.sense import SenseError
+
+__all__ = ["Access", "BlockHandler", "ModePage", "scsi_command", "vpd_page"]
 
 _CommandSpec = CommandSpec  # the name tests/faulty handlers use
 STORAGE_METHODS = ("read", "write", "flush", "unmap", "write_zeroes", "prefetch",

@@ -1,13 +1,14 @@
 """Helpers shared by BlockHandler's modules (tcmu.block, tcmu.commands, tcmu.inquiry,
 tcmu.modepages, tcmu.sbc, tcmu.sbc_extra):
 ScatterBuffer slicing and comparison, data-in truncation, the data-buffer length rules,
-and storage errors as MEDIUM ERROR sense.
+storage errors as MEDIUM ERROR sense, and finding the extension points a class declares.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from scsi.constants import Asc, SenseKey
 from tcmu.handler import Command, Result, ScatterBuffer
@@ -77,3 +78,26 @@ def check_data_in(cmd: Command, length: int) -> None:
     the kernel's backstores answer); a larger one is fine (the initiator sees a residual)."""
     if len(cmd.iov) < length:
         raise SenseError.invalid_cdb()
+
+
+def declared(cls: type, marker: str) -> dict[str, Any]:
+    """name -> declaration of the methods of `cls` (and its bases) that a decorator
+    marked with the attribute `marker`; a subclass's redefinition of a marked method
+    without the decorator keeps the declaration (and is the method that runs)."""
+    found: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        for name, value in vars(klass).items():
+            declaration = getattr(value, marker, None)
+            if declaration is not None:
+                found[name] = declaration
+    return found
+
+
+def mark(marker: str, declaration: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A decorator that sets `marker` on a method (what declared() looks for)."""
+
+    def decorate(method: Callable[..., Any]) -> Callable[..., Any]:
+        setattr(method, marker, declaration)
+        return method
+
+    return decorate

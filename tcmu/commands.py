@@ -9,6 +9,10 @@ Each row also says what the command touches (Access): nothing but the handler's 
 (answered at once, in the ring thread), an LBA range it reads or writes, or the whole
 device. With the `workers` option above 0, commands that touch storage run on the
 handler's worker pool under range claims (tcmu.workers) and complete out of order.
+
+Extension point: a BlockHandler subclass serves another opcode with a method marked
+@scsi_command(opcode, usage=...); it joins the table (after the built-in rows, so it
+may also replace one), hence dispatch, the reserved-bit checks and RSOC.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import TYPE_CHECKING
 from scsi.constants import Asc, Opcode, SenseKey, ServiceAction
 from tcmu import cdb as cdbs
 from tcmu import sbc_extra
-from tcmu.blockutil import data_in
+from tcmu.blockutil import data_in, declared, mark
 from tcmu.handler import INTERNAL_FAILURE, Command, Result
 from tcmu.sense import SenseError
 from tcmu.workers import Claim, RangeClaims, Ranges, Workers
@@ -34,6 +38,9 @@ log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from tcmu.block import BlockHandler
+
+
+_COMMAND_MARK = "__tcmu_scsi_command__"
 
 
 class Access(enum.Enum):
@@ -55,6 +62,52 @@ class CommandSpec:
     run: Callable[[Command], Result]
     medium: bool  # needs the medium: NOT READY while the unit is stopped
     access: Access = Access.NONE
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _CommandDeclaration:
+    opcode: int
+    service_action: int | None
+    usage: bytes
+    medium: bool
+    access: Access
+
+
+def scsi_command(
+    opcode: int,
+    usage: str,
+    *,
+    service_action: int | None = None,
+    medium: bool = False,
+    access: Access | str = Access.NONE,
+) -> Callable[[Callable[..., Result]], Callable[..., Result]]:
+    """Serve `opcode` (with `service_action`, for opcodes that carry one in byte 1)
+    with the decorated method, `def method(self, cmd: Command) -> Result`, which may
+    raise SenseError.
+
+    usage: the CDB usage data after the opcode, in hex ("04 00 00 00 00": a 6-byte CDB
+      whose only settable bit is byte 1 bit 2). It sets the CDB length RSOC reports, and
+      the base refuses a CDB with a bit outside it (24/00, field pointer on the bit).
+    medium: the command needs the medium (NOT READY while the unit is stopped).
+    access: what it touches (Access, or its value): "none" (the default) runs at once
+      in the ring thread; "read"/"write" claim the LBA range of a standard READ/WRITE
+      style CDB (else the whole device) and "device" the whole device, and run on the
+      worker pool when the handler has one.
+    """
+    try:
+        mask = bytes.fromhex(usage)
+        kind = Access(access)
+    except ValueError as e:
+        raise TypeError(f"scsi_command({opcode:#04x}): {e}; give usage as hex bytes after "
+                        f"the opcode and access as one of none, read, write, device") from e
+    if not (0 <= opcode <= 0xFF and len(mask) >= 5):
+        raise TypeError(f"scsi_command({opcode:#04x}): an opcode is one byte and a CDB at "
+                        f"least 6 bytes (usage names the 5 or more after the opcode)")
+    if service_action is not None and not 0 <= service_action <= 0x1F:
+        raise TypeError(f"scsi_command({opcode:#04x}): service actions are 0..31")
+    declaration = _CommandDeclaration(opcode, service_action, bytes([opcode]) + mask, medium,
+                                      kind)
+    return mark(_COMMAND_MARK, declaration)
 
 
 # Commands whose CDB byte 1 bits 7-5 are one RDPROTECT/WRPROTECT/VRPROTECT/ORPROTECT field:
@@ -161,7 +214,8 @@ class DispatchMixin:
         def _take_unit_attention(self) -> Asc | None: ...  # tcmu.block
 
     def _init_commands(self) -> None:
-        self._commands = {(c.opcode, c.service_action): c for c in self._command_table()}
+        table = self._command_table() + self._declared_commands()  # declared ones win
+        self._commands = {(c.opcode, c.service_action): c for c in table}
         self._sa_opcodes = {
             c.opcode for c in self._commands.values() if c.service_action is not None
         }
@@ -339,6 +393,14 @@ class DispatchMixin:
             CommandSpec(op, sa, bytes([op]) + bytes.fromhex(mask), run,
                         (op, sa) in _MEDIUM_ACCESS, _ACCESS.get((op, sa), Access.NONE))
             for op, sa, mask, run in rows
+        ]  # fmt: skip
+
+    def _declared_commands(self) -> list[CommandSpec]:
+        """The commands the class declares with @scsi_command."""
+        return [
+            CommandSpec(d.opcode, d.service_action, d.usage, getattr(self, name), d.medium,
+                        d.access)
+            for name, d in declared(type(self), _COMMAND_MARK).items()
         ]  # fmt: skip
 
     def _good(self, cmd: Command) -> Result:

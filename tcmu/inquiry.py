@@ -3,10 +3,15 @@
 device characteristics, 0xB2 logical block provisioning).
 
 `_vpd_pages()` maps page codes to builders; VPD 0x00 lists exactly its keys.
+
+Extension point: a BlockHandler subclass adds a page with a method marked
+@vpd_page(code) that returns the page's body; the base adds the 4-byte header, and
+VPD 0x00 lists the page.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
 from collections.abc import Callable
@@ -14,7 +19,7 @@ from typing import ClassVar
 
 from scsi.constants import PeripheralType
 from tcmu import cdb as cdbs
-from tcmu.blockutil import data_in
+from tcmu.blockutil import data_in, declared, mark
 from tcmu.handler import Command, DeviceInfo, Result
 from tcmu.sense import SenseError
 
@@ -49,6 +54,18 @@ _LBPWS = 0x40
 _LBPWS10 = 0x20
 _LBPRZ_B2 = 0x04  # LBPRZ field (bits 4-2) = 001b
 _THIN_PROVISIONED = 0x02
+
+
+_VPD_MARK = "__tcmu_vpd_page__"
+
+
+def vpd_page(code: int) -> Callable[[Callable[..., bytes]], Callable[..., bytes]]:
+    """Serve VPD page `code` (0x01-0xFF; 0xC0-0xFF are vendor specific) with the
+    decorated method, `def method(self) -> bytes`, returning the page after its 4-byte
+    header (which the base adds: peripheral, page code, page length)."""
+    if not 0x01 <= code <= 0xFF:
+        raise TypeError(f"vpd_page({code:#x}): page codes are 0x01-0xFF (0x00 is the list)")
+    return mark(_VPD_MARK, code)
 
 
 def ascii_field(text: str, width: int) -> bytes:
@@ -104,7 +121,7 @@ class InquiryMixin:
         )
 
     def _vpd_pages(self) -> dict[int, Callable[[], bytes]]:
-        return {
+        pages: dict[int, Callable[[], bytes]] = {
             0x00: self._vpd_supported_pages,
             0x80: self._vpd_unit_serial,
             0x83: self._vpd_device_identification,
@@ -112,6 +129,12 @@ class InquiryMixin:
             0xB1: self._vpd_block_characteristics,
             0xB2: self._vpd_logical_block_provisioning,
         }
+        for name, code in declared(type(self), _VPD_MARK).items():
+            pages[code] = functools.partial(self._declared_vpd, code, getattr(self, name))
+        return pages
+
+    def _declared_vpd(self, code: int, body: Callable[[], bytes]) -> bytes:
+        return self._vpd(code, bytes(body()))
 
     @staticmethod
     def _vpd(page: int, body: bytes) -> bytes:

@@ -4,12 +4,17 @@ Pages served: read-write error recovery (0x01), caching (0x08: WCE), control (0x
 D_SENSE) and informational exceptions (0x1C). Three dicts keyed by page code hold
 whole pages (header included): `_mode_default`, `_mode_current` (bytearrays MODE SELECT
 changes) and `_mode_changeable` (the masks of bits MODE SELECT may change).
+
+Extension point: a BlockHandler subclass adds (or replaces) a page with a ModePage
+class attribute; MODE SENSE reports it (current, changeable, default, and in "all
+pages"), MODE SELECT changes its changeable bits, and the attribute reads back the
+page's current parameters.
 """
 
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scsi.constants import Asc, SenseKey
 from tcmu import cdb as cdbs
@@ -49,6 +54,46 @@ def mode_page(code: int, length: int, values: dict[int, int]) -> bytes:
     return bytes(page)
 
 
+class ModePage:
+    """A mode page a BlockHandler subclass declares as a class attribute:
+
+        class MyDisk(BlockHandler):
+            power = ModePage(0x21, default=bytes(2), changeable=bytes([0x01, 0x00]))
+
+    code: the page code, 0x01-0x3E (page_0 format, no subpages; 0x20-0x3E are vendor
+      specific). default: the parameter bytes after the 2-byte header (code, PAGE
+      LENGTH). changeable: a mask of the bits MODE SELECT may change, as long as
+      default (none by default). On a handler, the attribute reads the current
+      parameter bytes (`self.power[0] & 0x01`).
+    """
+
+    def __init__(self, code: int, default: bytes, changeable: bytes | None = None) -> None:
+        changeable = bytes(len(default)) if changeable is None else bytes(changeable)
+        if not 0x01 <= code <= 0x3E:
+            raise TypeError(f"ModePage({code:#x}): page codes are 0x01-0x3E")
+        if not 0 < len(default) <= 0xFF or len(changeable) != len(default):
+            raise TypeError(f"ModePage({code:#x}): default must be 1-255 bytes and "
+                            f"changeable as long as it")
+        self.code = code
+        self.default = mode_page(code, len(default), dict(enumerate(default, 2)))
+        self.changeable = mode_page(code, len(default), dict(enumerate(changeable, 2)))
+
+    def __get__(self, handler: Any, owner: type | None = None) -> Any:
+        if handler is None:
+            return self
+        return bytes(handler._mode_current[self.code][2:])
+
+
+def declared_mode_pages(cls: type) -> dict[int, ModePage]:
+    """The ModePage attributes of `cls` and its bases, by page code (subclasses win)."""
+    pages: dict[int, ModePage] = {}
+    for klass in reversed(cls.__mro__):
+        for value in vars(klass).values():
+            if isinstance(value, ModePage):
+                pages[value.code] = value
+    return pages
+
+
 class ModePagesMixin:
     """MODE SENSE / MODE SELECT over the three page dicts; part of BlockHandler."""
 
@@ -65,13 +110,16 @@ class ModePagesMixin:
 
     def _init_mode_pages(self) -> None:
         self._mode_default = self._default_mode_pages()
-        self._mode_current = {code: bytearray(page) for code, page in self._mode_default.items()}
         self._mode_changeable = {
             PAGE_RW_ERROR_RECOVERY: mode_page(PAGE_RW_ERROR_RECOVERY, 0x0A, {}),
             PAGE_CACHING: mode_page(PAGE_CACHING, 0x12, {2: WCE}),
             PAGE_CONTROL: mode_page(PAGE_CONTROL, 0x0A, {2: _D_SENSE}),
             PAGE_INFORMATIONAL_EXCEPTIONS: mode_page(PAGE_INFORMATIONAL_EXCEPTIONS, 0x0A, {}),
         }
+        for code, page in declared_mode_pages(type(self)).items():
+            self._mode_default[code] = page.default
+            self._mode_changeable[code] = page.changeable
+        self._mode_current = {code: bytearray(page) for code, page in self._mode_default.items()}
 
     def _default_mode_pages(self) -> dict[int, bytes]:
         return {

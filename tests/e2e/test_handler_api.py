@@ -11,11 +11,12 @@ import pytest
 
 from harness.lun import Lun
 from initiator import cdb
-from scsi.constants import Asc, Opcode, SenseKey
+from scsi.constants import Asc, Opcode, SenseKey, Status
 
 pytestmark = pytest.mark.vm
 
 HERE = Path(__file__).resolve().parent
+EXAMPLES = HERE.parents[1] / "examples"
 SIZE = 16 << 20
 
 
@@ -79,3 +80,48 @@ def test_a_slow_read_no_longer_blocks_fast_ones(
         assert all(t < slow for t in fast), (slow, fast)  # completed while the slow one ran
     else:
         assert all(t > slow for t in fast), (slow, fast)
+
+
+# --- the examples ---------------------------------------------------------------------------
+
+
+def test_the_options_example(make_lun: Callable[..., Lun]) -> None:
+    lun = make_lun(size=SIZE, handler=f"{EXAMPLES}/options_disk.py:OptionsDisk",
+                   handler_options={"fill": "165", "read_only": "yes"})
+    assert lun.cdb(cdb.read_10(100, 2), data_in_len=1024).expect_good().data == b"\xa5" * 1024
+    lun.cdb(cdb.write_10(100, 1), data_out=bytes(512)).expect_check(
+        SenseKey.DATA_PROTECT, Asc.WRITE_PROTECTED)
+
+
+def test_the_async_example_serves_reads_side_by_side(make_lun: Callable[..., Lun]) -> None:
+    lun = make_lun(size=SIZE, handler=f"{EXAMPLES}/async_disk.py:AsyncDisk",
+                   handler_options={"latency_ms": "1500"})
+    lun.cdb(cdb.write_10(4096, 1), data_out=b"\x5a" * 512).expect_good()
+    reads = " ".join(f"sg_raw -r 512 {lun.sg} 28 00 00 00 {lba:02x} 00 00 00 01 00 "
+                     ">/dev/null 2>&1 &" for lba in (0x11, 0x12, 0x13, 0x14))
+    lun.vm.run(["sh", "-c", f"{reads} wait"], check=True, timeout=120)
+    done = [c.t for c in lun.handler_commands()
+            if c.opcode == Opcode.READ_10 and c.cdb[4] in (0x11, 0x12, 0x13, 0x14)]
+    assert len(done) == 4
+    assert max(done) - min(done) < 1.5, done  # one by one they would take 1.5 s each
+    assert lun.cdb(cdb.read_10(4096, 1), data_in_len=512).expect_good().data == b"\x5a" * 512
+
+
+def test_the_extension_example(make_lun: Callable[..., Lun]) -> None:
+    lun = make_lun(size=SIZE, handler=f"{EXAMPLES}/vendor_disk.py:VendorDisk")
+    lun.cdb(bytes([Opcode.SEND_DIAGNOSTIC, 0x04, 0, 0, 0, 0])).expect_good()  # self-test
+    one = lun.cdb(cdb.report_supported_opcodes(1, Opcode.SEND_DIAGNOSTIC),
+                  data_in_len=64).expect_good().data
+    assert one[1] & 0x07 == 0x03  # SUPPORT: supported, as the standard says
+    pages = lun.cdb(cdb.inquiry(evpd=True, page=0x00), data_in_len=255).expect_good().data
+    assert 0xC0 in pages[4:]
+    firmware = lun.cdb(cdb.inquiry(evpd=True, page=0xC0), data_in_len=255).expect_good().data
+    assert firmware[4:].startswith(b"vendor-disk")
+    page = lun.cdb(cdb.mode_sense_6(0x21, dbd=True), data_in_len=255).expect_good().data
+    assert page[4:] == bytes([0x21, 2, 0, 0])
+    params = bytes(4) + bytes([0x21, 2, 0x01, 0])
+    lun.cdb(cdb.mode_select_6(len(params)), data_out=params).expect_good()
+    page = lun.cdb(cdb.mode_sense_6(0x21, dbd=True), data_in_len=255).expect_good().data
+    assert page[4:] == bytes([0x21, 2, 0x01, 0])
+    lun.cdb(cdb.write_10(8, 1), data_out=b"\x33" * 512).expect_good()  # verified writes
+    assert lun.handler_commands()[-1].status == Status.GOOD
