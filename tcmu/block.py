@@ -20,7 +20,8 @@ keeps the block count and the caching page right and raises a unit attention
 adapts its storage in the optional reconfig(change) hook, which may refuse.
 
 BlockHandler is composed of one mixin per job, each in its own module:
-    tcmu.commands   the command table, dispatch, REPORT SUPPORTED OPERATION CODES
+    tcmu.commands   the command table and dispatch (tcmu.workers: on a worker pool)
+    tcmu.rsoc       REPORT SUPPORTED OPERATION CODES, from the command table
     tcmu.inquiry    INQUIRY and the VPD pages
     tcmu.modepages  MODE SENSE / MODE SELECT
     tcmu.sbc        the SBC data path (READ CAPACITY, reads, writes, WRITE SAME, UNMAP ...)
@@ -58,6 +59,7 @@ from tcmu.handler import (
 from tcmu.inquiry import InquiryMixin, vpd_page
 from tcmu.modepages import PAGE_CACHING, WCE, ModePage, ModePagesMixin
 from tcmu.options import Option, options_of
+from tcmu.rsoc import RsocMixin
 from tcmu.sbc import SbcMixin
 from tcmu.sense import SenseError
 
@@ -74,7 +76,7 @@ def async_storage_methods(cls: type) -> list[str]:
             if inspect.iscoroutinefunction(getattr(cls, name, None))]
 
 
-class BlockHandler(DispatchMixin, InquiryMixin, ModePagesMixin, SbcMixin, Handler):
+class BlockHandler(DispatchMixin, RsocMixin, InquiryMixin, ModePagesMixin, SbcMixin, Handler):
     """SPC-4/SBC-3 direct-access device; subclasses implement the storage methods."""
 
     vendor: ClassVar[str] = "TCMUHARN"
