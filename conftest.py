@@ -1,3 +1,3 @@
 """Root conftest: loads the harness's pytest plugin (fixtures/plugin.py) for every run."""
 
-pytest_plugins = ["fixtures.plugin", "fixtures.lun"]
+pytest_plugins = ["fixtures.plugin", "fixtures.lun", "fixtures.report"]
