@@ -4,10 +4,13 @@ and `compare`, on real JUnit files written by pytest runs of small throwaway tes
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
+
+import pytest
 
 from harness import compare, summary
 from harness.junit import JunitError, read_run
@@ -109,3 +112,25 @@ def test_a_missing_or_truncated_junit_is_one_sentence(tmp_path: Path) -> None:
             assert words in str(exc)
         else:
             raise AssertionError(f"{path} was read")
+
+
+def test_the_summary_page_renders_in_headless_chromium(tmp_path: Path) -> None:
+    """The page a release engineer opens: Debian's chromium renders it offline (every
+    network request refused by a dead proxy) with the verdict and the tables in its DOM."""
+    browser = shutil.which("chromium")
+    if browser is None:
+        pytest.skip("Debian's chromium is not installed (.ci/setup installs it)")
+    _, junit = _run(tmp_path, "a")
+    _, page = summary.write(read_run(junit), tmp_path / "out")
+    shot = tmp_path / "summary.png"
+    common = [browser, "--headless=new", "--no-sandbox", "--disable-gpu",
+              "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>",
+              f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([*common, "--dump-dom", page.as_uri()], capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    assert "Verdict: FAILED" in dom
+    assert dom.count("<table>") >= 3, dom[:2000]
+    assert "test_param[2]" in dom and "assert 2 == 1" in dom
+    subprocess.run([*common, f"--screenshot={shot}", "--window-size=1200,2000", page.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
