@@ -2,7 +2,11 @@
 handler saw, tear down. Everything runs in the guest through the agent:
 
     host (this) --agent call--> lio.lun (configfs, handler process)
-                --agent call--> initiator.guest (SG_IO, sg3_utils) -> kernel -> ring
+                --agent call--> lio.commands (SG_IO, sg3_utils) -> kernel -> ring
+
+Commands go through the guest's watchdog (lio.watchdog): when the handler dies or hangs
+with one in flight, it raises HandlerFailure with the verdict, the handler's traceback or
+stacks, at once rather than after the kernel's or SG_IO's timeout.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from initiator import sg3 as sg3_types
 from initiator.result import CdbResult
 from tcmu.spec import HandlerSpec
 from tcmu.spec import load as load_handler_spec
+from vm.client import AgentError
 from vm.machine import VirtualMachine
 
 DEFAULT_HANDLER = "tcmu.handlers.ramdisk:RamDisk"
@@ -53,6 +58,32 @@ class LunSpec:
     config: str | None = None  # dev_config after the subtype (default: a per-LUN file path)
     attributes: dict[str, str | int] = field(default_factory=dict)  # attrib/ after creation
     control: dict[str, str | int] = field(default_factory=dict)  # control before enable
+
+
+class HandlerFailure(AssertionError):
+    """The handler under test died, hung or could not start: str() says which, on what
+    command, with its output (traceback) or its threads' stacks."""
+
+
+class HandlerSetupError(HandlerFailure):
+    """A LUN could not be created because of its handler (see HandlerFailure)."""
+
+
+# Guest exceptions that mean "the handler failed", not "the harness failed".
+_HANDLER_FAILURES = ("HandlerFailure", "HandlerStartError")
+
+
+def _guest_call(vm: VirtualMachine, fn: str, /, failure: type[HandlerFailure] = HandlerFailure,
+                **kwargs: Any) -> Any:
+    """vm.call, with the guest's handler failures raised as `failure` (its message only:
+    the guest's own traceback says nothing about the handler)."""
+    __tracebackhide__ = True
+    try:
+        return vm.call(fn, **kwargs)
+    except AgentError as exc:
+        if exc.exc_type in _HANDLER_FAILURES:
+            raise failure(exc.message) from None
+        raise
 
 
 class HandlerOptionError(ValueError):
@@ -131,11 +162,14 @@ class Lun:
         data_in_len: int = 0,
         timeout: float = 30.0,
     ) -> CdbResult:
-        """Issue one CDB through SG_IO on the LUN's sg node, in the guest."""
-        answer = self.vm.call(
-            "initiator.guest:sg_io",
+        """Issue one CDB through SG_IO on the LUN's sg node, in the guest. Raises
+        HandlerFailure when the handler dies or hangs on it (or did before)."""
+        __tracebackhide__ = True
+        answer = _guest_call(
+            self.vm,
+            "lio.commands:sg_io",
             call_timeout=timeout + 30,
-            device=self.sg,
+            name=self.name,
             cdb=bytes(cdb),
             data_out=data_out,
             data_in_len=data_in_len,
@@ -148,10 +182,11 @@ class Lun:
     ) -> list[CdbResult]:
         """Issue (cdb, data_out, data_in_len) commands in order in one agent round trip:
         for bulk checks, where the host<->guest transport would dominate."""
+        __tracebackhide__ = True
         batch = [{"cdb": bytes(c), "data_out": out, "data_in_len": n, "timeout": timeout}
                  for c, out, n in commands]  # fmt: skip
-        answers = self.vm.call("initiator.guest:sg_io_batch", device=self.sg, commands=batch,
-                               call_timeout=timeout * len(batch) + 30)
+        answers = _guest_call(self.vm, "lio.commands:sg_io_batch", name=self.name,
+                              commands=batch, call_timeout=timeout * len(batch) + 30)
         return [CdbResult.from_dict(answer) for answer in answers]
 
     def write_blocks(self, lba: int, data: bytes) -> None:
@@ -216,8 +251,9 @@ class Sg3:
             if args:
                 raise TypeError(f"pass the arguments of {tool} by keyword")
             kwargs["device"] = device or self._lun.sg
-            answer = self._vm.call("initiator.guest:sg3_tool", tool=tool, kwargs=kwargs,
-                                   call_timeout=kwargs.get("timeout", 60) + 30)
+            answer = _guest_call(self._vm, "lio.commands:sg3_tool", name=self._lun.name,
+                                 tool=tool, kwargs=kwargs,
+                                 call_timeout=kwargs.get("timeout", 60) + 30)
             return getattr(sg3_types, answer["type"])(**answer["fields"])
 
         return call
@@ -233,9 +269,12 @@ class LunManager:
 
     def create(self, spec: LunSpec | None = None, *, name: str | None = None) -> Lun:
         spec = spec or LunSpec()
+        __tracebackhide__ = True
         name = name or f"lun{next(self._names)}"
-        info = self.vm.call(
+        info = _guest_call(
+            self.vm,
             "lio.lun:create",
+            failure=HandlerSetupError,
             name=name,
             size=spec.size,
             block_size=spec.block_size,

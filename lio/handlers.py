@@ -9,12 +9,15 @@ One spare process is always forked ahead and waits for its assignment (spec, dev
 so a LUN's set-up pays neither fork nor process start-up. A handler process runs
 tcmu.runner.serve(); it reports "ready" over its pipe once the ring is mapped and the
 handler opened (the LUN may be exported from then on), or the one-line reason it could
-not start. Its stdout/stderr go to a file beside the command log.
+not start. Its stdout/stderr go to a file beside the command log, and so do the Python
+stacks faulthandler writes on a fatal signal or on STACK_DUMP_SIGNAL (lio.watchdog asks
+a hung handler for them).
 """
 
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -22,6 +25,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -39,6 +43,7 @@ PRELOAD = [
 _CTX = multiprocessing.get_context("forkserver")
 _CTX.set_forkserver_preload(PRELOAD)
 _READY = "ready"
+STACK_DUMP_SIGNAL = signal.SIGUSR1  # faulthandler prints every thread's stack on it
 
 
 class HandlerStartError(RuntimeError):
@@ -84,14 +89,60 @@ class HandlerProcess:
                 break
         return self.process.exitcode
 
-    def output_tail(self, limit: int = 4000) -> str:
+    def kill(self, timeout: float = 5.0) -> int | None:
+        """SIGKILL (a hung handler would not heed SIGTERM); returns the exit code."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+        self.process.join(timeout)
+        return self.process.exitcode
+
+    def exit_description(self) -> str:
+        """How the process ended: "exit status N", "signal SIGSEGV", or "running"."""
+        code = self.process.exitcode
+        if code is None:
+            return "running"
+        if code < 0:
+            try:
+                return f"signal {signal.Signals(-code).name}"
+            except ValueError:
+                return f"signal {-code}"
+        return f"exit status {code}"
+
+    def dump_stacks(self, timeout: float = 1.5) -> str:
+        """Every thread's Python stack, as faulthandler writes it to the output on
+        STACK_DUMP_SIGNAL (it works while the handler is stuck, even in C code)."""
+        start = self._output_size()
+        try:
+            os.kill(self.pid, STACK_DUMP_SIGNAL)
+        except ProcessLookupError:
+            return ""
+        deadline = time.monotonic() + timeout
+        size, settled = start, time.monotonic()
+        while time.monotonic() < deadline:  # until the output stops growing
+            time.sleep(0.05)
+            now = self._output_size()
+            if now != size:
+                size, settled = now, time.monotonic()
+            elif size > start and time.monotonic() - settled > 0.2:
+                break
+        return self.output_from(start)
+
+    def _output_size(self) -> int:
+        try:
+            return os.path.getsize(self.output_path)
+        except OSError:
+            return 0
+
+    def output_from(self, offset: int) -> str:
         try:
             with open(self.output_path, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - limit))
+                f.seek(offset)
                 return f.read().decode(errors="replace")
         except OSError:
             return ""
+
+    def output_tail(self, limit: int = 4000) -> str:
+        return self.output_from(max(0, self._output_size() - limit))
 
 
 def _serve_assignment(
@@ -106,6 +157,10 @@ def _serve_assignment(
     os.dup2(out, 1)
     os.dup2(out, 2)
     os.close(out)
+    # A fatal signal (SIGSEGV, SIGABRT...) leaves the Python stacks in the output; so does
+    # STACK_DUMP_SIGNAL, at any time, without stopping the handler.
+    faulthandler.enable(all_threads=True)
+    faulthandler.register(STACK_DUMP_SIGNAL, all_threads=True)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from tcmu.runner import serve  # preloaded in the forkserver: no import cost
@@ -116,6 +171,9 @@ def _serve_assignment(
 
     try:
         serve(spec, device, log_path=log_path, ready=ready, recover=recover)
+    except SystemExit:  # sys.exit() in the handler: say from where, then exit as asked
+        traceback.print_exc()
+        raise
     except Exception as exc:
         traceback.print_exc()
         with contextlib.suppress(OSError):
@@ -202,5 +260,6 @@ def start(
         conn.close()
     if message != _READY:
         handler.stop(timeout=5)
-        raise HandlerStartError(f"handler {spec} could not serve {device}: {message}")
+        raise HandlerStartError(f"handler {spec} could not serve {device}: {message}; "
+                                f"its output:\n{handler.output_tail().rstrip()}")
     return handler

@@ -6,8 +6,11 @@ Runs inside the guest agent (the host calls these functions through the agent's
 
 Order matters: backstore (the UIO device appears) -> handler serving the ring ->
 loopback target (its nexus creates a SCSI host) -> LUN link (the SCSI scan sends
-INQUIRY & co. to the handler) -> wait for the device nodes. Teardown runs backwards
-and leaves configfs as it was: the loopback target, the backstore and its HBA gone.
+INQUIRY & co. to the handler) -> wait for the sg node -> wait out the kernel's probe of
+the disk (lio.watchdog.settle: a handler that dies or hangs on it fails the creation).
+From its start the handler is watched (lio.watchdog). Teardown runs backwards and
+leaves configfs as it was: the loopback target, the backstore and its HBA gone; a dead
+or stuck handler is replaced by a stand-in that answers whatever the removal sends.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 
 from rtslib_fb import LUN, TPG, FabricModule, Target, UserBackedStorageObject
 
-from lio import handlers
+from lio import handlers, watchdog
 from tcmu.spec import load as load_handler_spec
 
 CONFIGFS = "/sys/kernel/config/target"
@@ -34,6 +37,10 @@ DISK_DIR = "/var/tmp/tcmu-harness"
 # hw_max_sectors defaults to it, so the handler's Block Limits VPD can be honoured.
 DEFAULT_MAX_TRANSFER = 1 << 20
 DEFAULT_HANDLER = "tcmu.handlers.ramdisk:RamDisk"
+# Serves a LUN's removal when its own handler is dead or stuck (sd may send SYNCHRONIZE
+# CACHE, the block layer may retry a READ): a crashed handler restarted would crash again.
+STAND_IN_HANDLER = "tcmu.handlers.ramdisk:RamDisk"
+STUCK_AFTER = 5.0  # s with commands in flight, none answered, at teardown: a stuck handler
 
 
 class LunError(RuntimeError):
@@ -51,6 +58,14 @@ class _Lun:
     address: str = ""  # SCSI H:C:T:L
     sg: str = ""
     sd: str = ""
+
+    @property
+    def backstore_dir(self) -> str:
+        return str(self.storage.path)
+
+    @property
+    def scsi_dir(self) -> str:
+        return f"/sys/class/scsi_device/{self.address}/device"
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -136,6 +151,7 @@ def create(
         step("handler")
         lun = _Lun(name, storage, None, process, uio_name, spec)
         _LUNS[name] = lun
+        watchdog.watch(lun)
         lun.target = Target(FabricModule("loopback"))
         tpg = TPG(lun.target, 1)  # rtslib gives a loopback TPG its nexus here
         step("target")
@@ -144,6 +160,8 @@ def create(
         lun.address = f"{_read(f'{tpg.path}/address').strip()}:0"
         lun.sg = _wait_for_sg(lun.address, time.monotonic() + timeout)
         step("sg_node")
+        watchdog.settle(name, lun.scsi_dir, timeout)
+        step("settle")
     except BaseException as exc:
         if lun is not None:
             errors = _teardown(lun)["errors"]
@@ -186,6 +204,7 @@ def _get(name: str) -> _Lun:
 def kill_handler(name: str, signum: int = 9) -> int | None:
     """Kill a LUN's handler as a crash would; returns its exit code."""
     lun = _get(name)
+    watchdog.expect_exit(name)
     os.kill(lun.handler.pid, signum)
     lun.handler.process.join(10)
     return lun.handler.process.exitcode
@@ -195,17 +214,15 @@ def restart_handler(name: str, timeout: float = 30.0) -> dict[str, Any]:
     """Start a new handler on the LUN's live device (recovery: block, reset ring, remap,
     resume at the kernel's tail, unblock), after stopping the old one if it still runs."""
     lun = _get(name)
+    watchdog.expect_exit(name)
     if lun.handler.alive():
         lun.handler.stop(timeout=5)
-    _replace_handler(lun, timeout)
-    return lun.describe()
-
-
-def _replace_handler(lun: _Lun, timeout: float) -> None:
     lun.handler = handlers.start(
         lun.spec, lun.uio_name, log_path=lun.handler.log_path,
         output_path=lun.handler.output_path, recover=True, timeout=timeout,
     )  # fmt: skip
+    watchdog.expect_exit(name, False)
+    return lun.describe()
 
 
 def remove_leftovers() -> list[str]:
@@ -243,12 +260,26 @@ def leftovers() -> list[str]:
 
 def _teardown(lun: _Lun) -> dict[str, Any]:
     _LUNS.pop(lun.name, None)
-    errors = []
-    # Removing the SCSI device may send commands (SYNCHRONIZE CACHE) to the handler:
-    # a dead handler would leave them to cmd_time_out, so bring a fresh one up first.
-    if lun.target is not None and not lun.handler.alive():
+    watched = watchdog.unwatch(lun.name)
+    if watched is not None and watched.implicated:
+        watched.judged.wait(30)  # a judgement under way: its stack dump, the kill
+    verdict = watched.verdict if watched is not None and not watched.reported else None
+    errors = [verdict] if verdict else []
+    handler = lun.handler
+    if lun.target is not None and handler.alive() and _stuck(lun):
+        errors.append(f"handler {lun.spec} was stuck at teardown (commands in flight, none "
+                      f"answered for {STUCK_AFTER:.0f} s); it was killed; its threads, as "
+                      f"faulthandler dumped them:\n{handler.dump_stacks().rstrip()}")
+        handler.kill()
+    # Removing the SCSI device may send commands (SYNCHRONIZE CACHE) to the handler: a
+    # dead one would leave them to cmd_time_out, so a stand-in answers them.
+    if lun.target is not None and not handler.alive():
         try:
-            _replace_handler(lun, timeout=10)
+            lun.handler = handlers.start(
+                STAND_IN_HANDLER, lun.uio_name, recover=True, timeout=10,
+                log_path=f"{RUN_DIR}/{lun.name}.stand-in.commands.jsonl",
+                output_path=f"{RUN_DIR}/{lun.name}.stand-in.output.log",
+            )  # fmt: skip
         except handlers.HandlerStartError as exc:
             errors.append(str(exc))
     steps: dict[str, float] = {}
@@ -260,17 +291,33 @@ def _teardown(lun: _Lun) -> dict[str, Any]:
         except Exception as exc:  # keep tearing down; report every failure
             errors.append(f"{type(exc).__name__}: {exc}")
         steps[name], mark = round(time.monotonic() - mark, 4), time.monotonic()
-    exit_code = lun.handler.stop()
+    stand_in_exit = lun.handler.stop() if lun.handler is not handler else None
+    exit_code = handler.stop()
+    if stand_in_exit:
+        errors.append(f"the stand-in handler exited with {stand_in_exit}")
     steps["handler_exit"] = round(time.monotonic() - mark, 4)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(_disk_path(lun.name))
     return {
         "name": lun.name,
         "handler_exit_code": exit_code,
-        "handler_output": lun.handler.output_tail(),
+        "handler_output": handler.output_tail(),
         "errors": errors,
         "teardown_steps": steps,
     }
+
+
+def _stuck(lun: _Lun) -> bool:
+    """Commands in flight on the LUN for STUCK_AFTER s without a moment's pause."""
+    deadline = time.monotonic() + STUCK_AFTER
+    while time.monotonic() < deadline:
+        try:
+            if int(_read(f"{lun.scsi_dir}/device_busy")) == 0:
+                return False
+        except (OSError, ValueError):
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def _disk_path(name: str) -> str:
