@@ -3,6 +3,8 @@
     tcmu-harness run [options] -- COMMAND [ARGS...]
     tcmu-harness shell [options]
     tcmu-harness handler-info SPEC       a handler's storage methods and options (no VM)
+    tcmu-harness compare RUN_A RUN_B     tests whose outcome changed between two runs
+    tcmu-harness summary RUN             write a run's summary.html and summary.md
 
 In the guest COMMAND runs as root with TCMU_SG and TCMU_DISK set to the LUN's /dev/sgN
 and /dev/sdX. The literal words $TCMU_SG and $TCMU_DISK in ARGS are replaced too, so
@@ -30,7 +32,9 @@ import threading
 import tty
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
+from harness import compare, summary
 from harness.lun import (
     DEFAULT_HANDLER,
     DEFAULT_SIZE,
@@ -82,7 +86,28 @@ def _parser() -> argparse.ArgumentParser:
     info = sub.add_parser("handler-info", help="a handler's storage methods and options")
     info.add_argument("spec", metavar="SPEC",
                       help="'package.module:Class' or 'path/file.py:Class' [KEY=VALUE ...]")
+    diff = sub.add_parser("compare", help="tests whose outcome changed between two runs "
+                          "(exit 1 when any did)")
+    diff.add_argument("runs", nargs=2, metavar="RUN", help="JUnit XML or a reports/<run id>/")
+    page = sub.add_parser("summary", help="write a run's summary.html and summary.md")
+    page.add_argument("run", metavar="RUN", help="JUnit XML or a reports/<run id>/")
+    _usage_errors_exit_4(parser)
     return parser
+
+
+def _usage_errors_exit_4(parser: argparse.ArgumentParser) -> None:
+    """argparse exits 2 on a bad option; this tool promises 4 for every usage error
+    (2 is what many guest commands return, so it must not mean "bad option" here)."""
+
+    def error(message: str, parser: argparse.ArgumentParser = parser) -> NoReturn:
+        parser.print_usage(sys.stderr)
+        parser.exit(EXIT_USAGE, f"{parser.prog}: error: {message}\n")
+
+    parser.error = error  # type: ignore[method-assign]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _usage_errors_exit_4(child)
 
 
 def substitute(argv: list[str], values: dict[str, str]) -> list[str]:
@@ -190,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "handler-info":
             return _handler_info(args)
+        if args.command == "compare":
+            return compare.main(args.runs)
+        if args.command == "summary":
+            return summary.main([args.run])
         return _run(args) if args.command == "run" else _shell(args)
     except (UsageError, HandlerOptionError, KernelError, ValueError) as exc:
         print(f"tcmu-harness: {exc}", file=sys.stderr)

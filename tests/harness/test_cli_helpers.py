@@ -4,6 +4,7 @@ input (none of these cases boots a VM)."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +56,26 @@ def test_command_log_lines_become_handler_commands() -> None:
     assert [(c.cmd_id, c.opcode, c.status, c.sense) for c in commands] == [
         (3, 0x2A, 0, b""), (4, 0xE7, 2, bytes.fromhex("70000500")),
     ]
+
+
+@pytest.mark.parametrize("argv", [["run", "--bogus", "--", "true"], ["bogus"], ["compare", "a"],
+                                  ["run", "--block-size", "x", "--", "true"]])
+def test_every_bad_option_exits_4_not_argparses_2(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == cli.EXIT_USAGE
+    assert "error:" in capsys.readouterr().err
+
+
+def test_compare_subcommand_reads_two_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                           ) -> None:
+    junit = tmp_path / "junit.xml"
+    junit.write_text('<testsuites><testsuite name="pytest" time="1"><properties>'
+                     '<property name="tcmu_harness.exit_status" value="0 (passed)"/>'
+                     '</properties><testcase classname="suites.x" name="test_a" time="1"/>'
+                     "</testsuite></testsuites>")
+    assert cli.main(["compare", str(junit), str(tmp_path)]) == 0
+    assert "0 outcome(s) changed" in capsys.readouterr().out
+    assert cli.main(["compare", str(junit), str(tmp_path / "none")]) == cli.EXIT_USAGE
