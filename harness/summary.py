@@ -20,7 +20,7 @@ import html
 import sys
 from pathlib import Path
 
-from harness import coverage
+from harness import compare, coverage
 from harness.junit import Case, JunitError, Run, read_run
 
 _EVIDENCE_LINES = 40  # of each failure's text
@@ -126,8 +126,12 @@ def _md_cell(text: str) -> str:
 
 
 def markdown(run: Run) -> str:
+    return render_markdown(sections(run))
+
+
+def render_markdown(parts: list[Section]) -> str:
     lines = ["# tcmu-harness qualification summary", ""]
-    for section in sections(run):
+    for section in parts:
         lines += [f"## {section.title}", ""]
         if section.text:
             lines += [section.text, ""]
@@ -138,7 +142,7 @@ def markdown(run: Run) -> str:
                       for row in section.table.rows]  # fmt: skip
             lines.append("")
         for title, text in section.evidence:
-            lines += [f"### {title}", "", "```", text.replace("```", "'''"), "```", ""]
+            lines += [f"### {title}", "", "```", text.replace("```", "\'\'\'"), "```", ""]
     return "\n".join(lines)
 
 
@@ -153,27 +157,73 @@ pre { background: #f6f6f6; padding: 8px; overflow-x: auto; font-size: 12px; }
 
 
 def html_page(run: Run) -> str:
+    return render_html(sections(run), verdict(run))
+
+
+def render_html(parts: list[Section], state: str) -> str:
     e = html.escape
-    state = verdict(run)
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             f"<title>tcmu-harness summary: {e(state)}</title>",
-             f"<style>{_CSS}</style></head><body>",
-             "<h1>tcmu-harness qualification summary</h1>"]  # fmt: skip
-    for i, section in enumerate(sections(run)):
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+           f"<title>tcmu-harness summary: {e(state)}</title>",
+           f"<style>{_CSS}</style></head><body>",
+           "<h1>tcmu-harness qualification summary</h1>"]  # fmt: skip
+    for i, section in enumerate(parts):
         klass = f' class="{state}"' if i == 0 else ""
-        parts.append(f"<h2{klass}>{e(section.title)}</h2>")
+        out.append(f"<h2{klass}>{e(section.title)}</h2>")
         if section.text:
-            parts.append(f"<p>{e(section.text)}</p>")
+            out.append(f"<p>{e(section.text)}</p>")
         if section.table:
-            parts.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in section.table.head)
-                         + "</tr>")
-            parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>"
-                      for row in section.table.rows]  # fmt: skip
-            parts.append("</table>")
+            out.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in section.table.head)
+                       + "</tr>")
+            out += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>"
+                    for row in section.table.rows]  # fmt: skip
+            out.append("</table>")
         for title, text in section.evidence:
-            parts.append(f"<h3>{e(title)}</h3><pre>{e(text)}</pre>")
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+            out.append(f"<h3>{e(title)}</h3><pre>{e(text)}</pre>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+# --- several runs (a kernel matrix) -------------------------------------------------------
+
+
+def label(run: Run) -> str:
+    """What tells runs of a matrix apart: the kernel, else the run directory's name."""
+    return run.properties.get("kernel") or run.path.parent.name
+
+
+def combined_verdict(runs: list[Run]) -> str:
+    states = [verdict(r) for r in runs]
+    return next((s for s in ("INCOMPLETE", "FAILED") if s in states), "PASSED")
+
+
+def matrix_sections(runs: list[Run]) -> list[Section]:
+    labels = [label(r) for r in runs]
+    overview = [[lab, r.properties.get("handlers", "-"), verdict(r),
+                 _tally([c.outcome for c in r.cases]), str(r.path)]
+                for lab, r in zip(labels, runs, strict=True)]  # fmt: skip
+    out = [Section(f"Verdict: {combined_verdict(runs)}", f"{len(runs)} runs",
+                   Table(["run", "handlers", "verdict", "tests", "JUnit"], overview))]
+    modules = sorted({c.module for r in runs for c in r.cases})
+    rows = []
+    for module in modules:
+        cells = [_tally([c.outcome for c in r.cases if c.module == module]) for r in runs]
+        rows.append([module, *cells])
+    out.append(Section("Results per suite module and run", table=Table(["module", *labels],
+                                                                       rows)))
+    base = runs[0]
+    for lab, other in zip(labels[1:], runs[1:], strict=True):
+        changed = compare.changes(base, other)
+        out.append(Section(f"Changes from {labels[0]} to {lab} ({len(changed)})",
+                           "" if changed else "None: every test ended the same way.",
+                           Table(["test", labels[0], lab],
+                                 [[c.node_id, c.before, c.after] for c in changed])
+                           if changed else None))
+    for lab, run in zip(labels, runs, strict=True):
+        for section in sections(run):
+            if section.title.startswith("Failures") and section.evidence:
+                section.title = f"{lab}: {section.title}"
+                out.append(section)
+    return out
 
 
 def write(run: Run, out_dir: Path) -> tuple[Path, Path]:
@@ -187,17 +237,28 @@ def write(run: Run, out_dir: Path) -> tuple[Path, Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.summary", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", type=Path, help="JUnit XML, or a run directory with junit.xml")
+    parser.add_argument("runs", type=Path, nargs="+", metavar="RUN",
+                        help="JUnit XML, or a run directory with junit.xml; several make "
+                        "one matrix page (the first is the baseline)")
     parser.add_argument("--out", type=Path, default=None,
-                        help="where summary.html/.md go (default: next to the JUnit file)")
+                        help="where summary.html/.md go (default: next to the first JUnit)")
     args = parser.parse_args(argv)
     try:
-        run = read_run(args.run)
+        runs = [read_run(path) for path in args.runs]
     except JunitError as exc:
         print(f"summary: {exc}", file=sys.stderr)
         return 4
-    md, page = write(run, args.out or run.path.parent)
-    print(f"summary: {verdict(run)}: {page} and {md}")
+    out_dir = args.out or runs[0].path.parent
+    if len(runs) == 1:
+        md, page = write(runs[0], out_dir)
+        state = verdict(runs[0])
+    else:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        parts, state = matrix_sections(runs), combined_verdict(runs)
+        md, page = out_dir / "summary.md", out_dir / "summary.html"
+        md.write_text(render_markdown(parts))
+        page.write_text(render_html(parts, state))
+    print(f"summary: {state}: {page} and {md}")
     return 0
 
 

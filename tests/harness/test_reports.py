@@ -134,3 +134,17 @@ def test_the_summary_page_renders_in_headless_chromium(tmp_path: Path) -> None:
     subprocess.run([*common, f"--screenshot={shot}", "--window-size=1200,2000", page.as_uri()],
                    capture_output=True, timeout=120, check=True)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+
+
+def test_a_matrix_summary_names_each_run_and_what_changed_between_them(tmp_path: Path) -> None:
+    _, a = _run(tmp_path, "a", broken=1)
+    _, b = _run(tmp_path, "b", broken=2)
+    out = tmp_path / "matrix"
+    assert summary.main([str(a.parent), str(b.parent), "--out", str(out)]) == 0
+    md = (out / "summary.md").read_text()
+    assert "## Verdict: FAILED" in md and "2 runs" in md
+    assert "## Changes from a to b (2)" in md  # run labels: the run directories (no VM)
+    assert "test_param[1] | passed | failed |" in md
+    assert "test_param[2] | failed | passed |" in md
+    assert "a: Failures (1)" in md and "b: Failures (1)" in md
+    assert "<table>" in (out / "summary.html").read_text()
