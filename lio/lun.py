@@ -201,6 +201,22 @@ def _get(name: str) -> _Lun:
     return lun
 
 
+def map_again(name: str, lun_index: int, timeout: float = 30.0) -> dict[str, Any]:
+    """Export LUN `name`'s backstore once more, as LUN `lun_index` of the same loopback
+    target (one I_T nexus, several LUNs: what REPORT LUNS lists); waits for its sg node
+    and the kernel's probe of it. Removed with the LUN (its target goes). Returns the
+    new LUN's SCSI address and sg node."""
+    lun = _get(name)
+    if lun.target is None:
+        raise LunError(f"LUN {name} has no loopback target")
+    tpg = next(iter(lun.target.tpgs))
+    LUN(tpg, lun_index, lun.storage)
+    address = f"{_read(f'{tpg.path}/address').strip()}:{lun_index}"
+    sg = _wait_for_sg(address, time.monotonic() + timeout)
+    watchdog.settle(name, f"/sys/class/scsi_device/{address}/device", timeout)
+    return {"address": address, "sg": sg}
+
+
 def kill_handler(name: str, signum: int = 9) -> int | None:
     """Kill a LUN's handler as a crash would; returns its exit code."""
     lun = _get(name)
