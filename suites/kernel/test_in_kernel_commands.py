@@ -131,7 +131,9 @@ def test_reservation_commands_reach_the_handler_with_pgr_support_0(
     """pgr_support=0 sets TRANSPORT_FLAG_PASSTHROUGH_PGR (target_core_configfs.c
     pgr_support_store): passthrough_parse_cdb then sends PERSISTENT RESERVE IN/OUT and
     RESERVE/RELEASE(6) to the ring; each is in the handler's log, and the initiator
-    gets exactly the handler's status and sense bytes."""
+    gets exactly the handler's status and sense bytes (measured on 6.1 with the
+    reference handlers: CHECK CONDITION, 20/00, which only the log tells apart from the
+    kernel's own refusal under emulate_pr=0)."""
     require_attribute("pgr_support")
     lun = make_lun(attributes={"pgr_support": 0})
     assert lun.attribute("pgr_support") == "0"

@@ -93,7 +93,8 @@ def test_a_handler_slower_than_cmd_time_out_gets_not_ready_and_the_ring_keeps_wo
     """attrib/cmd_time_out (tcmu_cmd_timedout -> tcmu_check_expired_ring_cmd): a command
     the handler holds past it is completed by the kernel with CHECK CONDITION, NOT
     READY, LOGICAL UNIT COMMUNICATION FAILURE (08/00) after cmd_time_out s, not when the
-    handler answers; the handler's late completion of the expired command is dropped
+    handler answers (measured on 6.1 under TCG: 3.40 s for cmd_time_out 3, the handler
+    answering at 6 s); the handler's late completion of the expired command is dropped
     (the use-after-free fixed in 4.6/5.3 lived here), and the next command is answered
     by the handler.
 
