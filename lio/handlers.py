@@ -145,6 +145,15 @@ class HandlerProcess:
         return self.output_from(max(0, self._output_size() - limit))
 
 
+def report_stacks() -> None:
+    """In a handler process: a fatal signal (SIGSEGV, SIGABRT...) leaves every thread's
+    Python stack on stderr (the output file); so does STACK_DUMP_SIGNAL, at any time,
+    without stopping the handler."""
+    stderr = 2  # the descriptor, whatever object sys.stderr is
+    faulthandler.enable(stderr, all_threads=True)
+    faulthandler.register(STACK_DUMP_SIGNAL, stderr, all_threads=True)
+
+
 def _serve_assignment(
     spec: str,
     device: str,
@@ -157,10 +166,7 @@ def _serve_assignment(
     os.dup2(out, 1)
     os.dup2(out, 2)
     os.close(out)
-    # A fatal signal (SIGSEGV, SIGABRT...) leaves the Python stacks in the output; so does
-    # STACK_DUMP_SIGNAL, at any time, without stopping the handler.
-    faulthandler.enable(all_threads=True)
-    faulthandler.register(STACK_DUMP_SIGNAL, all_threads=True)
+    report_stacks()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from tcmu.runner import serve  # preloaded in the forkserver: no import cost
