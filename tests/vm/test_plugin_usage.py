@@ -48,3 +48,9 @@ def test_unloadable_handler_is_a_usage_error() -> None:
     proc = _pytest("--handler", "tcmu.handlers.ramdisk:NoSuchDisk", "suites/smoke")
     assert proc.returncode == 4
     assert proc.stderr.startswith("ERROR: --handler tcmu.handlers.ramdisk:NoSuchDisk: ")
+
+
+def test_negative_cmd_time_out_is_a_usage_error() -> None:
+    proc = _pytest("--cmd-time-out", "-5", "suites/smoke")
+    assert proc.returncode == 4
+    assert "ERROR: --cmd-time-out -5 is not a whole number of seconds >= 0" in proc.stderr
