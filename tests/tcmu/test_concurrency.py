@@ -9,7 +9,7 @@ import asyncio
 import dataclasses
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from blockkit import MemDisk, caw, make_device, pattern, rw10
@@ -18,7 +18,7 @@ from test_runner import Rig
 from scsi.constants import Asc, SenseKey
 from tcmu import spec
 from tcmu.describe import describe
-from tcmu.handler import Command, DeviceInfo, Handler, Reconfig, Result, ScatterBuffer
+from tcmu.handler import Command, DeviceInfo, Reconfig, Result, ScatterBuffer
 from tcmu.options import OptionError, options_of
 from tcmu.sense import INTERNAL_FAILURE_SENSE, SenseError
 from tcmu.workers import RangeClaims
@@ -26,21 +26,6 @@ from tcmu.workers import RangeClaims
 BS = 512
 TUR = bytes(6)
 READ_10, WRITE_10 = 0x28, 0x2A
-
-
-@pytest.fixture
-def rig_factory() -> Iterator[Callable[[Handler], Rig]]:
-    """Fake kernel + runner thread per handler (tests/tcmu/test_runner.py's Rig)."""
-    rigs: list[Rig] = []
-
-    def make(handler: Handler) -> Rig:
-        rigs.append(Rig(handler))
-        return rigs[-1].start()
-
-    yield make
-    for rig in rigs:
-        if rig.thread.is_alive():
-            rig.stop()
 
 
 class GatedDisk(MemDisk):

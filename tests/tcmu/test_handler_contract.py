@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -46,21 +46,6 @@ UNIT_ATTENTION = 0x06
 TUR = bytes(6)
 SYNCHRONIZE_CACHE_10 = bytes([0x35]) + bytes(9)
 MODE_SENSE_CACHING = bytes([0x1A, 0x08, 0x08, 0, 255, 0])
-
-
-@pytest.fixture
-def rig_factory() -> Iterator[Callable[[Handler], Rig]]:
-    """Fake kernel + runner thread per handler (tests/tcmu/test_runner.py's Rig)."""
-    rigs: list[Rig] = []
-
-    def make(handler: Handler) -> Rig:
-        rigs.append(Rig(handler))
-        return rigs[-1].start()
-
-    yield make
-    for rig in rigs:
-        if rig.thread.is_alive():
-            rig.stop()
 
 
 class GrowingDisk(MemDisk):
