@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from harness import compare, summary
+from harness.geometry import check_geometry, parse_size
 from harness.lun import (
     DEFAULT_HANDLER,
     DEFAULT_SIZE,
@@ -68,7 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--handler", default=env("TCMU_HARNESS_HANDLER", DEFAULT_HANDLER),
                         help=f"handler spec (default {DEFAULT_HANDLER})")
     common.add_argument("--handler-opt", action="append", default=[], metavar="KEY=VALUE")
-    common.add_argument("--size", type=int, default=DEFAULT_SIZE, help="LUN size in bytes")
+    common.add_argument("--size", default=str(DEFAULT_SIZE),
+                        help="LUN size: bytes or K/M/G/T (default 64M)")
     common.add_argument("--block-size", type=int, default=512)
     common.add_argument("--vm-memory", type=int, default=1024, metavar="MIB")
     common.add_argument("--vm-cpus", type=int, default=2)
@@ -129,7 +131,12 @@ def _session(args: argparse.Namespace) -> Iterator[tuple[VirtualMachine, Lun]]:
                       accel=args.accel, cache_dir=args.cache_dir or default_cache_dir())
     handler, options = handler_spec_from_cli(args.handler, args.handler_opt)
     check_handler(handler, options)  # before booting: a bad spec is a usage error
-    spec = LunSpec(size=args.size, block_size=args.block_size, handler=handler,
+    try:
+        size = parse_size(args.size)
+    except ValueError as exc:
+        raise UsageError(f"--size: {exc}") from None
+    check_geometry(size, args.block_size)
+    spec = LunSpec(size=size, block_size=args.block_size, handler=handler,
                    handler_options=options)
     with VirtualMachine(config, log=log, name="cli") as vm:
         manager = LunManager(vm)

@@ -79,3 +79,15 @@ def test_compare_subcommand_reads_two_runs(tmp_path: Path, capsys: pytest.Captur
     assert cli.main(["compare", str(junit), str(tmp_path)]) == 0
     assert "0 outcome(s) changed" in capsys.readouterr().out
     assert cli.main(["compare", str(junit), str(tmp_path / "none")]) == cli.EXIT_USAGE
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["--block-size", "3"], "--block-size 3 is not a power of two >= 512"),
+    (["--size", "1000"], "--size 1000 is not a positive multiple of the block size 512"),
+    (["--size", "12Q"], "'12Q' is not a size"),
+])  # fmt: skip
+def test_a_bad_geometry_is_refused_before_the_vm_boots(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["run", *argv, "--", "true"]) == cli.EXIT_USAGE
+    assert says in capsys.readouterr().err
