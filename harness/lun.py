@@ -58,6 +58,9 @@ class LunSpec:
     config: str | None = None  # dev_config after the subtype (default: a per-LUN file path)
     attributes: dict[str, str | int] = field(default_factory=dict)  # attrib/ after creation
     control: dict[str, str | int] = field(default_factory=dict)  # control before enable
+    # I_T nexuses to the backstore: 2 or more exports it through that many tcm_loop
+    # targets (Lun.paths; LunManager.add_path), as two-initiator reservation tests need
+    paths: int = 1
 
 
 class HandlerFailure(AssertionError):
@@ -129,20 +132,29 @@ def handler_id(spec: str, options: dict[str, str]) -> str:
 
 
 class Lun:
-    def __init__(self, vm: VirtualMachine, info: dict[str, Any]) -> None:
+    """A LUN in the guest, as seen through one I_T nexus: `path` 0 is the LUN's own
+    tcm_loop target; LunManager.add_path gives Luns for more nexuses to the same
+    backstore (same handler, same command log; own sg node and initiator port).
+    `paths` lists them all, this one first, on the Lun of path 0."""
+
+    def __init__(self, vm: VirtualMachine, info: dict[str, Any], path: int = 0) -> None:
         self.vm = vm
         self.info = info
+        self.path = path
         self.name: str = info["name"]
         self.sg: str = info["sg"]  # /dev/sgN in the guest
         self._sd: str = info["sd"]  # found on first use: see the sd property
         self.size: int = info["size"]
         self.block_size: int = info["block_size"]
         self.sg3 = Sg3(vm, self)
+        self.paths: list[Lun] = [self]
 
     @property
     def sd(self) -> str:
         """/dev/sdX in the guest, once the sd driver has probed the LUN (fails at once,
         naming the peripheral type, when the handler does not present a disk)."""
+        if self.path:
+            raise NotImplementedError(f"{self!r}: only path 0 resolves its /dev/sd node")
         if not self._sd:
             self._sd = self.vm.call("lio.lun:block_device", name=self.name)
         return self._sd
@@ -152,7 +164,8 @@ class Lun:
         return self.size // self.block_size
 
     def __repr__(self) -> str:
-        return f"<Lun {self.name} {self.sg} {self.info['handler_spec']}>"
+        via = f" path {self.path}" if self.path else ""
+        return f"<Lun {self.name}{via} {self.sg} {self.info['handler_spec']}>"
 
     def cdb(
         self,
@@ -174,6 +187,7 @@ class Lun:
             data_out=data_out,
             data_in_len=data_in_len,
             timeout=timeout,
+            path=self.path,
         )
         return CdbResult.from_dict(answer)
 
@@ -186,7 +200,8 @@ class Lun:
         batch = [{"cdb": bytes(c), "data_out": out, "data_in_len": n, "timeout": timeout}
                  for c, out, n in commands]  # fmt: skip
         answers = _guest_call(self.vm, "lio.commands:sg_io_batch", name=self.name,
-                              commands=batch, call_timeout=timeout * len(batch) + 30)
+                              commands=batch, path=self.path,
+                              call_timeout=timeout * len(batch) + 30)
         return [CdbResult.from_dict(answer) for answer in answers]
 
     def write_blocks(self, lba: int, data: bytes) -> None:
@@ -289,11 +304,30 @@ class LunManager:
         )
         lun = Lun(self.vm, info)
         self.live[name] = lun
+        for _ in range(spec.paths - 1):
+            self.add_path(lun)
         return lun
 
+    def add_path(self, lun: Lun) -> Lun:
+        """Export `lun`'s backstore through one more tcm_loop target (its LUN 0): a new
+        I_T nexus, with its own initiator port name and sg node; returns the Lun seen
+        through it (appended to lun.paths). Removed when `lun` is deleted."""
+        __tracebackhide__ = True
+        primary = lun.paths[0]
+        answer = _guest_call(self.vm, "lio.lun:add_path", failure=HandlerSetupError,
+                             name=primary.name, call_timeout=330)
+        info = {**primary.info, "sg": answer["sg"], "sd": "", "address": answer["address"],
+                "wwn": answer["wwn"], "initiator": answer["initiator"]}
+        path = Lun(self.vm, info, path=answer["path"])
+        path.paths = primary.paths
+        primary.paths.append(path)
+        return path
+
     def delete(self, lun: Lun) -> dict[str, Any]:
+        lun = lun.paths[0]
         self.live.pop(lun.name, None)
-        self.vm.call("initiator.guest:close", device=lun.sg)
+        for path in lun.paths:
+            self.vm.call("initiator.guest:close", device=path.sg)
         return self.vm.call("lio.lun:delete", name=lun.name, call_timeout=330)
 
     def delete_all(self) -> list[dict[str, Any]]:

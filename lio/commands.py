@@ -18,17 +18,22 @@ def sg_io(
     data_out: bytes | None = None,
     data_in_len: int = 0,
     timeout: float = 30.0,
+    path: int = 0,
 ) -> dict[str, Any]:
-    """One SG_IO on the LUN's sg node (initiator.guest.sg_io), watched."""
+    """One SG_IO on the LUN's sg node (initiator.guest.sg_io), watched; `path` > 0: on
+    the sg node of that extra I_T nexus (lio.lun.add_path) instead."""
     with watchdog.command(name, watchdog.describe_cdb(cdb), timeout) as lun:
-        return guest.sg_io(lun.sg, cdb, data_out=data_out, data_in_len=data_in_len,
+        sg = lun.path_sg(path) if path else lun.sg  # type: ignore[attr-defined]
+        return guest.sg_io(sg, cdb, data_out=data_out, data_in_len=data_in_len,
                            timeout=timeout)
 
 
-def sg_io_batch(name: str, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def sg_io_batch(name: str, commands: list[dict[str, Any]], path: int = 0
+                ) -> list[dict[str, Any]]:
     """Several SG_IOs in order (see initiator.guest.sg_io_batch), each one watched: the
-    first that the handler fails on raises, and the rest are not sent."""
-    return [sg_io(name, **command) for command in commands]
+    first that the handler fails on raises, and the rest are not sent. A command's own
+    "path" overrides `path`."""
+    return [sg_io(name, **{"path": path, **command}) for command in commands]
 
 
 def sg3_tool(name: str, tool: str, kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import glob
 import os
 import shlex
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from rtslib_fb import LUN, TPG, FabricModule, Target, UserBackedStorageObject
@@ -48,6 +48,20 @@ class LunError(RuntimeError):
 
 
 @dataclass
+class _Path:
+    """One more I_T nexus to a LUN's backstore: a loopback target of its own."""
+
+    target: Target
+    address: str
+    sg: str
+
+    def describe(self) -> dict[str, Any]:
+        tpg = next(iter(self.target.tpgs))
+        return {"address": self.address, "sg": self.sg, "wwn": self.target.wwn,
+                "initiator": _read(f"{tpg.path}/nexus").strip()}
+
+
+@dataclass
 class _Lun:
     name: str
     storage: UserBackedStorageObject
@@ -58,6 +72,17 @@ class _Lun:
     address: str = ""  # SCSI H:C:T:L
     sg: str = ""
     sd: str = ""
+    # More I_T nexuses to the same backstore (add_path): each its own loopback target
+    # with LUN 0; paths[i] is path i + 1 (path 0 is the LUN's own target above).
+    paths: list[_Path] = field(default_factory=list)
+
+    def path_sg(self, path: int) -> str:
+        """The sg node of path `path` (0: the LUN's own)."""
+        if path == 0:
+            return self.sg
+        if not 0 < path <= len(self.paths):
+            raise LunError(f"LUN {self.name} has no path {path} (paths 0..{len(self.paths)})")
+        return self.paths[path - 1].sg
 
     @property
     def backstore_dir(self) -> str:
@@ -217,6 +242,28 @@ def map_again(name: str, lun_index: int, timeout: float = 30.0) -> dict[str, Any
     return {"address": address, "sg": sg}
 
 
+def add_path(name: str, timeout: float = 30.0) -> dict[str, Any]:
+    """Export LUN `name`'s backstore through one more loopback target, as its LUN 0: a
+    second (third...) I_T nexus to the same device, with its own initiator port name,
+    SCSI host and sg node (what persistent reservation and RESERVE tests between two
+    initiators need). Waits for the sg node and the kernel's probe. Removed with the
+    LUN. Returns the path's number (1, 2...), SCSI address, sg node, target and
+    initiator WWNs."""
+    lun = _get(name)
+    target = Target(FabricModule("loopback"))
+    try:
+        tpg = TPG(target, 1)
+        LUN(tpg, 0, lun.storage)
+        address = f"{_read(f'{tpg.path}/address').strip()}:0"
+        sg = _wait_for_sg(address, time.monotonic() + timeout)
+        lun.paths.append(_Path(target, address, sg))
+    except BaseException:
+        target.delete()
+        raise
+    watchdog.settle(name, f"/sys/class/scsi_device/{address}/device", timeout)
+    return {"path": len(lun.paths), **lun.paths[-1].describe()}
+
+
 def kill_handler(name: str, signum: int = 9) -> int | None:
     """Kill a LUN's handler as a crash would; returns its exit code."""
     lun = _get(name)
@@ -250,6 +297,7 @@ def remove_leftovers() -> list[str]:
     if not found:
         return found
     live_wwns = {lun.target.wwn for lun in _LUNS.values() if lun.target is not None}
+    live_wwns |= {path.target.wwn for lun in _LUNS.values() for path in lun.paths}
     root = RTSRoot()
     for target in root.targets:
         if target.fabric_module.name == "loopback" and target.wwn not in live_wwns:
@@ -266,6 +314,7 @@ def leftovers() -> list[str]:
     dbroot and logs a kernel error each time.)"""
     live = {os.path.basename(lun.storage.path) for lun in _LUNS.values()}
     live |= {lun.target.wwn for lun in _LUNS.values() if lun.target is not None}
+    live |= {path.target.wwn for lun in _LUNS.values() for path in lun.paths}
     found = glob.glob(f"{CONFIGFS}/core/user_*/*/") + glob.glob(f"{CONFIGFS}/loopback/naa.*/")
     return sorted(
         path.rstrip("/").removeprefix(f"{CONFIGFS}/")
@@ -300,8 +349,10 @@ def _teardown(lun: _Lun) -> dict[str, Any]:
             errors.append(str(exc))
     steps: dict[str, float] = {}
     mark = time.monotonic()
-    for name, action in (("target", lambda: lun.target and lun.target.delete()),
-                         ("backstore", lun.storage.delete)):
+    removals = [(f"path_{i + 1}_target", path.target.delete) for i, path in enumerate(lun.paths)]
+    removals += [("target", lambda: lun.target and lun.target.delete()),
+                 ("backstore", lun.storage.delete)]
+    for name, action in removals:
         try:
             action()
         except Exception as exc:  # keep tearing down; report every failure
