@@ -29,6 +29,7 @@ import signal
 import sys
 import termios
 import threading
+import time
 import tty
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -138,10 +139,20 @@ def _session(args: argparse.Namespace) -> Iterator[tuple[VirtualMachine, Lun]]:
     check_geometry(size, args.block_size)
     spec = LunSpec(size=size, block_size=args.block_size, handler=handler,
                    handler_options=options)
+    # Milestones on a terminal (or with -v): the boot takes tens of seconds under TCG and a
+    # silent wait reads as a hang. Scripts and pipes see only the guest command's output.
+    progress = log if args.verbose else (
+        (lambda m: print(f"tcmu-harness: {m}", file=sys.stderr, flush=True))
+        if sys.stderr.isatty() else log)
+    started = time.monotonic()
+    progress("booting the VM (tens of seconds without KVM)...")
     with VirtualMachine(config, log=log, name="cli") as vm:
+        progress(f"VM up after {time.monotonic() - started:.0f} s (kernel "
+                 f"{vm.kernel.version if vm.kernel else '?'}, {vm.accel}); creating the LUN...")
         manager = LunManager(vm)
         lun = manager.create(spec)
-        log(f"LUN {lun.name}: {lun.sg} {lun.sd} served by {args.handler}")
+        progress(f"LUN {lun.name} ready after {time.monotonic() - started:.0f} s: {lun.sg} "
+                 f"{lun.sd} served by {args.handler}")
         try:
             yield vm, lun
         finally:
