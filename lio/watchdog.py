@@ -23,7 +23,6 @@ with expect_exit() and judged by nobody.
 from __future__ import annotations
 
 import contextlib
-import glob
 import itertools
 import json
 import math
@@ -158,11 +157,13 @@ def settle(name: str, scsi_dir: str, timeout: float, probe_wait: float = PROBE_W
     """Wait while the kernel probes the new disk (sd: READ CAPACITY, MODE SENSE, VPD
     pages, then the partition scan's READs), so a handler that dies or hangs on those
     fails the LUN's creation instead of its first test. `scsi_dir` is the SCSI device's
-    sysfs directory. Done when sd has the disk (or will not take it: not type 0) and no
-    command has been in flight for QUIET s; a probe still idle after `probe_wait` s
-    (sd waits between spin-up attempts when a handler answers NOT READY) is left to
-    finish on its own. The hang clock runs while commands are in flight without a
-    break; raises HandlerFailure."""
+    sysfs directory. Done when the handler has answered the partition scan's first READ
+    (or sd will not take the device: not type 0) and no command has been in flight for
+    QUIET s. (The sd node and a quiet moment are not enough: sd revalidates the disk
+    again before the scan, after a pause.) A probe still idle after `probe_wait` s (sd
+    waits between spin-up attempts when a handler answers NOT READY; no scan when the
+    capacity is 0) is left to finish on its own. The hang clock runs while commands are
+    in flight without a break; raises HandlerFailure."""
     watched = _watch(name)
     limit = min(timeout, watched.cmd_time_out or math.inf)
     probe = _InFlight("the kernel's probe of the new disk", time.monotonic(),
@@ -171,6 +172,7 @@ def settle(name: str, scsi_dir: str, timeout: float, probe_wait: float = PROBE_W
     with _lock:
         watched.in_flight[token] = probe
     start = idle_since = time.monotonic()
+    scanned = _ReadSeen(watched.lun.handler.log_path)
     try:
         while True:
             now = time.monotonic()
@@ -184,7 +186,7 @@ def settle(name: str, scsi_dir: str, timeout: float, probe_wait: float = PROBE_W
                 if watched.implicated:
                     break
             quiet = idle_since is not None and now - idle_since >= QUIET
-            if quiet and (_probed(scsi_dir) or now - start > probe_wait):
+            if quiet and (scanned() or _not_a_disk(scsi_dir) or now - start > probe_wait):
                 return
             time.sleep(0.02)
     finally:
@@ -197,18 +199,40 @@ def settle(name: str, scsi_dir: str, timeout: float, probe_wait: float = PROBE_W
                          f"LUN set-up failed: the handler failed earlier: {watched.verdict}")
 
 
-def _probed(scsi_dir: str) -> bool:
-    """sd has made the disk, or will not (it binds peripheral device type 0 only)."""
-    if glob.glob(f"{scsi_dir}/block/sd*"):
-        return True
+def _not_a_disk(scsi_dir: str) -> bool:
+    """sd binds peripheral device type 0 only: no disk, no partition scan."""
     pdt = _read(f"{scsi_dir}/type")
     return pdt.isdigit() and int(pdt) != 0
+
+
+class _ReadSeen:
+    """Whether the handler's command log has a READ answered yet (read as it grows)."""
+
+    _READS = tuple(f'"cdb": "{op:02x}'.encode() for op in (0x08, 0x28, 0xA8, 0x88))
+
+    def __init__(self, log_path: str) -> None:
+        self._path = log_path
+        self._offset = 0
+        self._seen = False
+
+    def __call__(self) -> bool:
+        if not self._seen:
+            try:
+                with open(self._path, "rb") as f:
+                    f.seek(self._offset)
+                    lines = f.read().splitlines(keepends=True)
+            except OSError:
+                return False
+            whole = [line for line in lines if line.endswith(b"\n")]
+            self._offset += sum(map(len, whole))
+            self._seen = any(read in line for line in whole for read in self._READS)
+        return self._seen
 
 
 def _watch(name: str) -> _Watch:
     watched = _watches.get(name)
     if watched is None:
-        raise KeyError(f"no LUN named {name} is being served")
+        raise LookupError(f"no LUN named {name} is being served")
     return watched
 
 

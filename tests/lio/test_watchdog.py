@@ -142,3 +142,14 @@ def test_a_death_while_idle_is_kept_for_teardown(make_lun: Callable[..., FakeLun
     assert watched.verdict is not None and not watched.reported
     assert watched.verdict.startswith("handler fake:Segfault died (signal SIGSEGV) with no "
                                       "harness command in flight")
+
+
+def test_the_partition_scan_read_is_seen_in_the_command_log_once_whole(tmp_path: Path) -> None:
+    log = tmp_path / "commands.jsonl"
+    seen = watchdog._ReadSeen(str(log))
+    assert not seen()  # no log yet
+    log.write_bytes(b'{"cmd_id": 1, "cdb": "120000002400", "status": 0}\n{"cmd_id": 2, "cd')
+    assert not seen()
+    with log.open("ab") as f:
+        f.write(b'b": "28000000000000000800", "status": 0}\n')
+    assert seen()
