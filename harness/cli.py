@@ -41,6 +41,7 @@ from harness.lun import (
     DEFAULT_HANDLER,
     DEFAULT_SIZE,
     HandlerOptionError,
+    HandlerSetupError,
     Lun,
     LunManager,
     LunSpec,
@@ -241,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, HandlerOptionError, KernelError, ValueError) as exc:
         print(f"tcmu-harness: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except HandlerSetupError as exc:  # the handler died, hung or failed to start
+        print(f"tcmu-harness: {exc}", file=sys.stderr)
+        return EXIT_SETUP
     except AgentError as exc:
         # A guest-side refusal of our input (a bad handler spec) is a usage error.
         usage = exc.exc_type in ("HandlerSpecError", "LunError")

@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 from harness import cli
-from harness.lun import HandlerOptionError, _parse_command_log, handler_spec_from_cli
+from harness.lun import (
+    HandlerOptionError,
+    HandlerSetupError,
+    _parse_command_log,
+    handler_spec_from_cli,
+)
 
 
 def test_substitute_replaces_both_spellings_and_nothing_else() -> None:
@@ -91,3 +96,15 @@ def test_a_bad_geometry_is_refused_before_the_vm_boots(
 ) -> None:
     assert cli.main(["run", *argv, "--", "true"]) == cli.EXIT_USAGE
     assert says in capsys.readouterr().err
+
+
+def test_a_handler_that_fails_its_lun_set_up_exits_125_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def fail(args: object) -> int:
+        raise HandlerSetupError("LUN set-up failed: handler m:C died (signal SIGSEGV)")
+
+    monkeypatch.setattr(cli, "_run", fail)
+    assert cli.main(["run", "--", "true"]) == cli.EXIT_SETUP == 125
+    assert capsys.readouterr().err == ("tcmu-harness: LUN set-up failed: handler m:C died "
+                                       "(signal SIGSEGV)\n")
