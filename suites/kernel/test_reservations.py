@@ -115,7 +115,8 @@ def test_write_exclusive_conflicts_the_other_nexus_writes_only(paths: tuple[Lun,
     """REGISTER from A and B: READ KEYS (from either) lists both keys, PRGENERATION +2.
     A RESERVE Write Exclusive: B's WRITE(10) is RESERVATION CONFLICT (0x18, no sense),
     B's READ(10) GOOD, A's WRITE(10) GOOD (core_scsi3_pr_seq_non_holder: a registered
-    non-holder may not write under type 1). B's WRITE never reaches the handler."""
+    non-holder may not write under type 1), and B reads A's data (one device). B's
+    WRITE never reaches the handler."""
     a, b = paths
     _register_both(a, b)
     _pr_out(a, PrOutAction.RESERVE, KEY_A, pr_type=PrType.WRITE_EXCLUSIVE).expect_good()
@@ -124,7 +125,9 @@ def test_write_exclusive_conflicts_the_other_nexus_writes_only(paths: tuple[Lun,
     _conflict(_write(b, LBA_B))
     _read(b, LBA_B).expect_good()
     _write(a, LBA_A).expect_good()
-    assert _io_seen(a, since) == [("READ", LBA_B), ("WRITE", LBA_A)]
+    # One device behind both nexuses: B reads what A wrote.
+    assert _read(b, LBA_A).expect_good().data == bytes([LBA_A]) * b.block_size
+    assert _io_seen(a, since) == [("READ", LBA_B), ("WRITE", LBA_A), ("READ", LBA_A)]
 
 
 def test_exclusive_access_conflicts_the_other_nexus_reads_and_writes(
