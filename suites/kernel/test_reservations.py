@@ -15,7 +15,10 @@ Access rules pinned (SPC-4 5.13.10, table 49 / SPC-2 7.21 for RESERVE(6)):
 - Exclusive Access held by A: B's READ and WRITE both conflict;
 - PREEMPT from B: A's key and reservation are gone, B holds the reservation, A's next
   command is a UNIT ATTENTION (target_core_pr.c core_scsi3_pro_preempt);
-- RESERVE(6) from A: B's READ and WRITE conflict until A's RELEASE(6).
+- RESERVE(6) from A: B's READ and WRITE conflict until A's RELEASE(6);
+- Exclusive Access - Registrants Only held by A, B unregistered: READ CAPACITY(10)
+  conflicts on 6.1 and is GOOD on 6.12 (the one difference measured between 6.1.192
+  and 6.12.117; every other answer here is the same on both).
 """
 
 from __future__ import annotations
@@ -197,3 +200,35 @@ def test_reserve_6_conflicts_the_other_nexus_until_release_6(paths: tuple[Lun, L
     _read(b, LBA_B).expect_good()
     _write(b, LBA_B).expect_good()
     assert _io_seen(a, since) == [("READ", LBA_B), ("WRITE", LBA_B)]
+
+
+def _kernel_at_least(lun: Lun, major: int, minor: int) -> bool:
+    release = lun.vm.kernel_version.split("-")[0].split("+")[0]
+    numbers = tuple(int(n) for n in release.split(".")[:2])
+    return numbers >= (major, minor)
+
+
+def test_read_capacity_from_an_unregistered_nexus_under_exclusive_access_registrants_only(
+    paths: tuple[Lun, Lun]
+) -> None:
+    """A registers and RESERVEs Exclusive Access - Registrants Only (type 6); B is not
+    registered. B's READ(10) is RESERVATION CONFLICT on every kernel; B's READ
+    CAPACITY(10) is RESERVATION CONFLICT before 6.8 and GOOD from the handler since
+    (target_core_pr.c core_scsi3_pr_seq_non_holder, changed by commit 28c58f8a0947):
+    a real difference between the default 6.1 and 6.12 kernels, pinned per kernel
+    version."""
+    a, b = paths
+    _pr_out(a, PrOutAction.REGISTER, 0, KEY_A).expect_good()
+    _pr_out(a, PrOutAction.RESERVE, KEY_A,
+            pr_type=PrType.EXCLUSIVE_ACCESS_REGISTRANTS_ONLY).expect_good()
+    since = len(a.handler_commands())
+    _conflict(_read(b, LBA_B))
+    answer = b.cdb(cdb.read_capacity_10(), data_in_len=8)
+    reached = [c for c in a.handler_commands()[since:]
+               if c.opcode in (Opcode.READ_10, Opcode.READ_CAPACITY_10)]
+    if _kernel_at_least(b, 6, 8):
+        answer.expect_good()
+        assert [c.opcode for c in reached] == [Opcode.READ_CAPACITY_10]
+    else:
+        _conflict(answer)
+        assert reached == []
