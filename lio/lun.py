@@ -41,6 +41,7 @@ DEFAULT_HANDLER = "tcmu.handlers.ramdisk:RamDisk"
 # CACHE, the block layer may retry a READ): a crashed handler restarted would crash again.
 STAND_IN_HANDLER = "tcmu.handlers.ramdisk:RamDisk"
 STUCK_AFTER = 5.0  # s with commands in flight, none answered, at teardown: a stuck handler
+EXIT_WAIT = 10.0  # s a handler has to exit once its device is gone
 
 
 class LunError(RuntimeError):
@@ -359,9 +360,15 @@ def _teardown(lun: _Lun) -> dict[str, Any]:
             errors.append(f"{type(exc).__name__}: {exc}")
         steps[name], mark = round(time.monotonic() - mark, 4), time.monotonic()
     stand_in_exit = lun.handler.stop() if lun.handler is not handler else None
-    exit_code = handler.stop()
     if stand_in_exit:
         errors.append(f"the stand-in handler exited with {stand_in_exit}")
+    handler.process.join(EXIT_WAIT)
+    if handler.alive():  # stuck where the watchdog did not look (vm.run, sg_raw, dd)
+        errors.append(f"handler {lun.spec} did not exit within {EXIT_WAIT:.0f} s of its "
+                      "device's removal; it was killed; its threads, as faulthandler dumped "
+                      f"them:\n{handler.dump_stacks().rstrip()}")
+        handler.kill()
+    exit_code = handler.process.exitcode
     steps["handler_exit"] = round(time.monotonic() - mark, 4)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(_disk_path(lun.name))

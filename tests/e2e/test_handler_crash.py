@@ -6,6 +6,7 @@ as NOT READY 08/00 or DID_TIME_OUT."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.lun import HandlerFailure, HandlerSetupError, Lun
+from harness.lun import HandlerFailure, HandlerSetupError, Lun, LunManager, LunSpec
 from initiator import cdb
 
 pytestmark = pytest.mark.vm
@@ -136,6 +137,25 @@ def test_a_handler_that_hangs_on_the_kernels_probe_fails_the_lun_creation(
                      message), message
     assert "crashing_handlers.py" in message and "in read" in message
     _expect_fresh_lun_works(make_lun)
+
+
+def test_a_handler_stuck_where_the_watchdog_does_not_look_is_killed_at_teardown(
+    lun_manager: LunManager, lun_spec: LunSpec,
+) -> None:
+    """sg_raw through vm.run is not watched: the kernel fails its READ at cmd_time_out,
+    the handler stays stuck, and teardown kills it and says so, with its stacks."""
+    lun = lun_manager.create(dataclasses.replace(
+        lun_spec, handler=_spec("HangsOnRead"), attributes={"cmd_time_out": SHORT_CMD_TIME_OUT}))
+    try:
+        read = lun.vm.run(["sg_raw", "-r", "4096", lun.sg, "28", "00", "00", "00", "10", "00",
+                           "00", "00", "08", "00"], timeout=60)
+        assert read.exit_code == 2, read.stderr  # NOT READY (08/00) from the kernel
+    finally:
+        report = lun_manager.delete(lun)
+    stuck = [e for e in report["errors"] if "did not exit within 10 s of its device's "
+             "removal; it was killed" in e]
+    assert len(stuck) == 1 and "in read" in stuck[0], report["errors"]
+    assert lun_manager.remove_leftovers() == []
 
 
 def test_a_session_on_a_handler_that_dies_at_set_up_tries_it_once() -> None:
