@@ -16,8 +16,8 @@ deadlines of the commands in flight:
 Either way action/reset_ring=2 then makes the kernel complete the commands still in the
 ring with CHECK CONDITION (measured: SG_IO returns at once), so the waiting requests
 return and raise HandlerFailure with the verdict; so does every later command on the
-LUN. Exits the harness causes itself (kill_handler, restart, teardown) are announced
-with expect_exit() and judged by nobody.
+LUN. Exits the harness causes itself are not judged: kill_handler and restart announce
+them with expect_exit(), teardown stops watching first (unwatch).
 """
 
 from __future__ import annotations
@@ -244,7 +244,7 @@ def _monitor_loop() -> None:
             deadlines = [f.deadline for w in judged for f in w.in_flight.values()]
         wait = max(0.0, min([_POLL, *(d - time.monotonic() for d in deadlines)]))
         for sentinel in multiprocessing.connection.wait(list(sentinels), wait):
-            watched, handler = sentinels[sentinel]  # type: ignore[index]
+            watched, handler = sentinels[sentinel]
             # The handler may have been replaced meanwhile (restart): judge only this one.
             if watched.lun.handler is handler and not handler.alive():
                 _judge(watched, hung=None)
