@@ -41,7 +41,10 @@ HANG_MARGIN = 3.0  # seconds before the SG_IO timeout / cmd_time_out the handler
 _POLL = 0.5  # seconds between looks at the hang deadlines
 QUIET = 0.1  # seconds without a command in flight that end the kernel's probe of a disk
 PROBE_WAIT = 3.0  # seconds after which an idle, unfinished probe no longer holds set-up
-OUTPUT_TAIL = 4000  # characters of the handler's output in a verdict
+OUTPUT_WINDOW = 1 << 16  # characters of the handler's output searched for its crash report
+EVIDENCE_LIMIT = 8000  # characters of it a verdict quotes
+# Where a crash report starts: faulthandler's (fatal signal) and Python's (exception).
+_CRASH_MARKERS = ("Fatal Python error", "Traceback (most recent call last)")
 
 
 class HandlerFailure(RuntimeError):
@@ -270,7 +273,7 @@ def _judge(watched: _Watch, hung: _InFlight | None) -> None:
         verdict = f"handler {lun.spec} died ({handler.exit_description()})" + (
             f" while {' and '.join(in_flight)} was in flight" if in_flight
             else f" with no harness command in flight{_last_command(handler)}")
-        evidence = f"its output (last lines):\n{handler.output_tail(OUTPUT_TAIL).rstrip()}"
+        evidence = _crash_report(handler)
     else:
         waited = time.monotonic() - hung.started
         stacks = handler.dump_stacks().rstrip() or "(no stack dump came)"
@@ -286,6 +289,21 @@ def _judge(watched: _Watch, hung: _InFlight | None) -> None:
     # Complete what is left in the ring with CHECK CONDITION (no handler will).
     with contextlib.suppress(OSError):
         _write(f"{lun.backstore_dir}/action/reset_ring", "2")
+
+
+def _crash_report(handler: HandlerProcess) -> str:
+    """The handler's last crash report from its output, header first (with many threads
+    or a deep stack a plain tail would lose the header and the crashing thread), or the
+    output's tail when it has none."""
+    output = handler.output_tail(OUTPUT_WINDOW).rstrip()
+    start = max(output.rfind(marker) for marker in _CRASH_MARKERS)
+    if start < 0:
+        return f"its output (last lines):\n{output[-EVIDENCE_LIMIT:]}"
+    report = output[start:]
+    if len(report) > EVIDENCE_LIMIT:
+        report = (f"{report[:EVIDENCE_LIMIT]}\n[... {len(report) - EVIDENCE_LIMIT} more "
+                  f"characters in {handler.output_path}]")
+    return f"its output, from its last crash report:\n{report}"
 
 
 def _hang_after(limit: float) -> float:

@@ -91,8 +91,10 @@ def test_a_segfault_with_a_command_in_flight_raises_the_signal_and_traceback(
     message = str(failure.value)
     assert message.startswith("handler fake:Segfault died (signal SIGSEGV) while "
                               "28 00 (READ(10)) was in flight; its output")
-    # The handler's own frame is in the dump; faulthandler's "Fatal Python error" header
-    # may fall outside the kept tail when the forked process carries a deep stack (tox).
+    # The report is quoted from faulthandler's header on, however deep the stack the
+    # forked process carries (pytest's, under tox): a plain tail used to lose the header.
+    assert "its output, from its last crash report:\nFatal Python error: Segmentation " \
+           "fault" in message
     assert "_handler_body" in message
     with pytest.raises(watchdog.HandlerFailure, match=r"was not sent"), \
             watchdog.command(lun.name, "00 (TEST UNIT READY)", timeout=30):
@@ -155,3 +157,18 @@ def test_the_partition_scan_read_is_seen_in_the_command_log_once_whole(tmp_path:
     with log.open("ab") as f:
         f.write(b'b": "28000000000000000800", "status": 0}\n')
     assert seen()
+
+
+def test_a_long_crash_report_is_quoted_from_its_header(tmp_path: Path) -> None:
+    output = tmp_path / "out.log"
+    frames = "".join(f'  File "/deep/module{i}.py", line {i} in frame{i}\n' for i in range(400))
+    output.write_text("INFO serving\n" * 2000 + "Fatal Python error: Segmentation fault\n\n"
+                      "Current thread 0x1 (most recent call first):\n" + frames)
+    handler = HandlerProcess("m:C", "dev", str(tmp_path / "log"), str(output),
+                             _CTX.Process(target=time.sleep, args=(0,)))
+    report = watchdog._crash_report(handler)
+    assert report.startswith("its output, from its last crash report:\nFatal Python error: "
+                             "Segmentation fault\n\nCurrent thread 0x1 (most recent call first):"
+                             '\n  File "/deep/module0.py", line 0 in frame0\n')
+    assert "INFO serving" not in report
+    assert report.endswith(f"more characters in {output}]")
