@@ -12,7 +12,7 @@ from typing import Any, Self
 
 from initiator.linux_codes import DriverStatus, HostStatus, driver_status_name, host_status_name
 from initiator.sense import FieldPointer, Sense, decode_sense, key_name
-from scsi.constants import Opcode, ServiceAction, Status
+from scsi.constants import Asc, Opcode, SenseKey, ServiceAction, Status
 
 ANY: Any = object()  # "do not check this field" in expect_check
 _DATA_PREVIEW = 32  # data-in bytes shown by describe()
@@ -210,3 +210,30 @@ def expect_each(cases: Iterable[tuple[str, CdbResult]], check: Callable[[CdbResu
             check(result)
         except AssertionError as exc:
             raise AssertionError(f"{what}: {exc}") from None
+
+
+def expect_field_pointer(result: CdbResult, key: int, asc: int, pointer: FieldPointer) -> None:
+    """CHECK CONDITION with this sense and a field pointer on `pointer`'s byte; the bit
+    pointer may be absent (BPV=0) or, when present, must name `pointer.bit` (SPC-4
+    4.5.2.4.2: for a multi-bit field, its most significant bit)."""
+    __tracebackhide__ = True
+    result.expect_check(key, asc)
+    got = result.decoded.field_pointer if result.decoded else None
+    allowed = {pointer, dataclasses.replace(pointer, bit=None)}
+    assert got in allowed, (f"field pointer {got}, expected {pointer} (or without a bit "
+                            f"pointer)\n{result.describe()}")
+
+
+def expect_invalid_field_in_cdb(result: CdbResult, byte: int, bit: int | None) -> None:
+    """ILLEGAL REQUEST, INVALID FIELD IN CDB with the field pointer on `byte`: on `bit`
+    when given (a one-bit field), else with no bit pointer or one on bit 7 (a whole-byte
+    field's leftmost bit, SPC-4 4.5.2.4.2)."""
+    __tracebackhide__ = True
+    result.expect_check(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB)
+    allowed = ({FieldPointer(True, byte, bit)} if bit is not None
+               else {FieldPointer(True, byte, None), FieldPointer(True, byte, 7)})
+    pointer = result.decoded.field_pointer if result.decoded else None
+    assert pointer in allowed, (
+        f"field pointer {pointer}, expected {' or '.join(map(str, allowed))}\n"
+        f"{result.describe()}"
+    )

@@ -14,15 +14,13 @@ WRITE SAME per the same VPD claims).
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from harness.blocks import area, area_blocks, assert_blocks_equal, page_blocks, pattern
 from harness.caps import Capabilities
 from harness.lun import Lun
 from initiator import cdb
-from initiator.result import CdbResult
+from initiator.result import CdbResult, expect_field_pointer
 from initiator.sense import FieldPointer
 from scsi.constants import Asc, Opcode, SenseKey
 
@@ -39,18 +37,6 @@ _DESCRIPTOR = 16
 def _unmap(lun: Lun, extents: list[tuple[int, int]], **kw: bool) -> CdbResult:
     params = cdb.unmap_parameter_list(extents)
     return lun.cdb(cdb.unmap(len(params), **kw), data_out=params)
-
-
-def _expect_field(result: CdbResult, key: int, asc: int, pointer: FieldPointer) -> None:
-    """CHECK CONDITION with this sense and a field pointer on `pointer`'s byte; the bit
-    pointer may be absent (BPV=0) or, when present, must name `pointer.bit` (SPC-4
-    4.5.2.4.2: for a multi-bit field, its most significant bit)."""
-    __tracebackhide__ = True
-    result.expect_check(key, asc)
-    got = result.decoded.field_pointer if result.decoded else None
-    allowed = {pointer, dataclasses.replace(pointer, bit=None)}
-    assert got in allowed, (f"field pointer {got}, expected {pointer} (or without a bit "
-                            f"pointer)\n{result.describe()}")
 
 
 def _reads_zeroes(caps: Capabilities) -> bool:
@@ -319,7 +305,7 @@ def test_unmap_with_more_descriptors_than_the_maximum_is_invalid_field_in_parame
     before = pattern(first, 2 * count, bs, seed=30)
     lun.write_blocks(first, before)
     result = _unmap(lun, extents)
-    _expect_field(result, SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_PARAMETER_LIST,
+    expect_field_pointer(result, SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_PARAMETER_LIST,
                   FieldPointer(False, 2, 7))
     assert_blocks_equal(lun.read_blocks(first, 2 * count), before, bs, first,
                         what="after the refusal")
@@ -363,7 +349,7 @@ def test_unmap_with_anchor_is_invalid_field_in_cdb_without_anc_sup(
     before = pattern(first, 2, bs, seed=32)
     lun.write_blocks(first, before)
     result = _unmap(lun, [(first, 2)], anchor=True)
-    _expect_field(result, SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB,
+    expect_field_pointer(result, SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB,
                   FieldPointer(True, 1, 0))
     assert_blocks_equal(lun.read_blocks(first, 2), before, bs, first, what="after the refusal")
 

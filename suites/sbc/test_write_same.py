@@ -23,7 +23,7 @@ from harness.blocks import area, area_blocks, assert_blocks_equal, page_blocks, 
 from harness.caps import Capabilities, discover
 from harness.lun import Lun, LunManager, LunSpec
 from initiator import cdb
-from initiator.result import CdbResult
+from initiator.result import expect_field_pointer
 from initiator.sense import FieldPointer
 from scsi.constants import Asc, Opcode, SenseKey, ServiceAction
 
@@ -82,18 +82,6 @@ def ws16(caps: Capabilities) -> WriteSame:
 def _ws_area(ws: WriteSame, base: int) -> int:
     """Area index of a test parametrized over both CDB sizes."""
     return base + (0 if ws.size == 10 else 1)
-
-
-def _expect_field(result: CdbResult, key: int, asc: int, pointer: FieldPointer) -> None:
-    """CHECK CONDITION with this sense and a field pointer on `pointer`'s byte; the bit
-    pointer may be absent (BPV=0) or, when present, must name `pointer.bit` (SPC-4
-    4.5.2.4.2: for a multi-bit field, its most significant bit)."""
-    __tracebackhide__ = True
-    result.expect_check(key, asc)
-    got = result.decoded.field_pointer if result.decoded else None
-    allowed = {pointer, dataclasses.replace(pointer, bit=None)}
-    assert got in allowed, (f"field pointer {got}, expected {pointer} (or without a bit "
-                            f"pointer)\n{result.describe()}")
 
 
 def _unmap_geometry(caps: Capabilities, lun: Lun) -> tuple[int, int]:
@@ -216,7 +204,7 @@ def test_write_same_of_zero_blocks_is_invalid_field_in_cdb_when_wsnz(
     before = pattern(start, 2, bs, seed=30 + ws.size)
     lun.write_blocks(start, before)
     result = lun.cdb(ws.cdb(start, 0), data_out=_block(lun, 31))
-    _expect_field(result, SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB,
+    expect_field_pointer(result, SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB,
                   FieldPointer(True, ws.length_byte, 7))
     assert_blocks_equal(lun.read_blocks(start, 2), before, bs, start, what="after the refusal")
 
@@ -280,7 +268,7 @@ def test_write_same_with_wrprotect_is_invalid_field_in_cdb_without_protection(
     before = pattern(start, 2, bs, seed=60 + ws.size)
     lun.write_blocks(start, before)
     result = lun.cdb(ws.cdb(start, 2, wrprotect=wrprotect), data_out=_block(lun, 61))
-    _expect_field(result, SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB,
+    expect_field_pointer(result, SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB,
                   FieldPointer(True, 1, 7))
     assert_blocks_equal(lun.read_blocks(start, 2), before, bs, start, what="after the refusal")
 
@@ -300,7 +288,7 @@ def test_write_same_with_anchor_is_invalid_field_in_cdb_without_anc_sup(
     # With UNMAP=1 where it is claimed, so that only ANCHOR is unsupported.
     command = ws.cdb(start, 2, anchor=True, unmap=ws.lbpws_claimed(caps))
     result = lun.cdb(command, data_out=bytes(bs))
-    _expect_field(result, SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB,
+    expect_field_pointer(result, SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB,
                   FieldPointer(True, 1, 4))
     assert_blocks_equal(lun.read_blocks(start, 2), before, bs, start, what="after the refusal")
 
@@ -364,7 +352,7 @@ def test_write_same_over_maximum_write_same_length_is_invalid_field_in_cdb(
     ])  # fmt: skip
     results[0].expect_good()
     results[1].expect_good()
-    _expect_field(results[2], SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB,
+    expect_field_pointer(results[2], SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB,
                   FieldPointer(True, command.length_byte, 7))
     after = results[3].expect_good().data + results[4].expect_good().data
     assert_blocks_equal(after, before, bs, what="LBA 0 and LBA MAXIMUM WRITE SAME LENGTH")
@@ -455,7 +443,7 @@ def test_write_same_unmap_bit_is_invalid_field_in_cdb_when_not_claimed(
     before = pattern(start, 2, bs, seed=120 + ws.size)
     lun.write_blocks(start, before)
     result = lun.cdb(ws.cdb(start, 2, unmap=True), data_out=bytes(bs))
-    _expect_field(result, SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB,
+    expect_field_pointer(result, SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB,
                   FieldPointer(True, 1, 3))
     assert_blocks_equal(lun.read_blocks(start, 2), before, bs, start, what="after the refusal")
 
@@ -517,6 +505,6 @@ def test_write_same_16_ndob_is_invalid_field_in_cdb_when_not_offered(
     before = pattern(start, 2, bs, seed=150)
     lun.write_blocks(start, before)
     result = lun.cdb(ws16.cdb(start, 2, ndob=True))
-    _expect_field(result, SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB,
+    expect_field_pointer(result, SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB,
                   FieldPointer(True, 1, 0))
     assert_blocks_equal(lun.read_blocks(start, 2), before, bs, start, what="after the refusal")

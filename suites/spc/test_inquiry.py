@@ -13,9 +13,8 @@ import pytest
 
 from harness.lun import Lun
 from initiator import cdb
-from initiator.result import CdbResult
-from initiator.sense import FieldPointer
-from scsi.constants import Asc, PeripheralType, SenseKey
+from initiator.result import CdbResult, expect_invalid_field_in_cdb
+from scsi.constants import PeripheralType
 
 pytestmark = pytest.mark.vm
 
@@ -49,21 +48,6 @@ _OTHER_FAMILIES = {
 _KNOWN_FAMILIES = {**_SPC_FAMILIES, **_SBC_FAMILIES, **_OTHER_FAMILIES}
 # VERSION (byte 2) -> the SPC family it claims (SPC-4 6.6.2 table "VERSION field").
 _VERSION_FAMILY = {0x03: 0x0120, 0x04: 0x0260, 0x05: 0x0300, 0x06: 0x0460, 0x07: 0x05C0}
-
-
-def _expect_invalid_field(result: CdbResult, byte: int, bit: int | None) -> None:
-    """ILLEGAL REQUEST, INVALID FIELD IN CDB with the field pointer on `byte`: on `bit`
-    when given (a one-bit field), else with no bit pointer or one on bit 7 (a whole-byte
-    field's leftmost bit, SPC-4 4.5.2.4.2)."""
-    __tracebackhide__ = True
-    result.expect_check(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB)
-    allowed = ({FieldPointer(True, byte, bit)} if bit is not None
-               else {FieldPointer(True, byte, None), FieldPointer(True, byte, 7)})
-    pointer = result.decoded.field_pointer if result.decoded else None
-    assert pointer in allowed, (
-        f"field pointer {pointer}, expected {' or '.join(map(str, allowed))}\n"
-        f"{result.describe()}"
-    )
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +111,7 @@ def test_standard_inquiry_normaca_matches_naca_support(
     if standard[3] & _NORMACA:
         result.expect_good()
     else:
-        _expect_invalid_field(result, 5, 2)
+        expect_invalid_field_in_cdb(result, 5, 2)
 
 
 def test_standard_inquiry_additional_length_matches_the_data(shared_lun: Lun) -> None:
@@ -200,7 +184,7 @@ def test_inquiry_page_code_without_evpd_is_invalid_field_in_cdb(shared_lun: Lun)
     results = shared_lun.cdbs([(cdb.inquiry(evpd=False, page=page, alloc_len=96), None, 96)
                                for page in (0x80, 0x83, 0x01)])  # fmt: skip
     for result in results:
-        _expect_invalid_field(result, 2, None)
+        expect_invalid_field_in_cdb(result, 2, None)
 
 
 def test_inquiry_reserved_bits_in_byte_1_are_invalid_field_in_cdb(shared_lun: Lun) -> None:
@@ -213,7 +197,7 @@ def test_inquiry_reserved_bits_in_byte_1_are_invalid_field_in_cdb(shared_lun: Lu
         inquiry[1] |= 1 << bit
         commands.append((bytes(inquiry), None, 96))
     for bit, result in zip(bits, shared_lun.cdbs(commands), strict=True):
-        _expect_invalid_field(result, 1, bit)
+        expect_invalid_field_in_cdb(result, 1, bit)
 
 
 def _kernel_returned_the_whole_buffer(result: CdbResult) -> bool:

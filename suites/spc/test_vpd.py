@@ -16,9 +16,7 @@ import pytest
 from harness.caps import Capabilities
 from harness.lun import Lun
 from initiator import cdb
-from initiator.result import CdbResult
-from initiator.sense import FieldPointer
-from scsi.constants import Asc, SenseKey
+from initiator.result import CdbResult, expect_invalid_field_in_cdb
 
 pytestmark = pytest.mark.vm
 
@@ -78,21 +76,6 @@ def _designators(page: bytes) -> tuple[list[Designator], list[str]]:
         ))  # fmt: skip
         pos += 4 + length
     return found, problems
-
-
-def _expect_invalid_field(result: CdbResult, byte: int, bit: int | None) -> None:
-    """ILLEGAL REQUEST, INVALID FIELD IN CDB with the field pointer on `byte`: on `bit`
-    when given (a one-bit field), else with no bit pointer or one on bit 7 (a whole-byte
-    field's leftmost bit, SPC-4 4.5.2.4.2)."""
-    __tracebackhide__ = True
-    result.expect_check(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_CDB)
-    allowed = ({FieldPointer(True, byte, bit)} if bit is not None
-               else {FieldPointer(True, byte, None), FieldPointer(True, byte, 7)})
-    pointer = result.decoded.field_pointer if result.decoded else None
-    assert pointer in allowed, (
-        f"field pointer {pointer}, expected {' or '.join(map(str, allowed))}\n"
-        f"{result.describe()}"
-    )
 
 
 def _vpd(lun: Lun, page: int, alloc_len: int = _ALLOC, buffer: int = _ALLOC) -> CdbResult:
@@ -173,7 +156,7 @@ def test_unlisted_vpd_pages_are_invalid_field_in_cdb(
     wrong = []
     for page, result in zip(unlisted, results, strict=True):
         try:
-            _expect_invalid_field(result, 2, None)
+            expect_invalid_field_in_cdb(result, 2, None)
         except AssertionError as exc:
             wrong.append(f"page 0x{page:02x}: {exc}")
     assert not wrong, f"{len(wrong)} unlisted pages not refused correctly:\n" + "\n".join(
