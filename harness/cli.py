@@ -5,6 +5,8 @@
     tcmu-harness handler-info SPEC       a handler's storage methods and options (no VM)
     tcmu-harness compare RUN_A RUN_B     tests whose outcome changed between two runs
     tcmu-harness summary RUN             write a run's summary.html and summary.md
+    tcmu-harness bisect-run [--kernel-build-dir DIR] -- PYTEST_ARGS
+                                         one `git bisect run` step (0 good, 1 bad, 125 skip)
 
 In the guest COMMAND runs as root with TCMU_SG and TCMU_DISK set to the LUN's /dev/sgN
 and /dev/sdX. The literal words $TCMU_SG and $TCMU_DISK in ARGS are replaced too, so
@@ -35,7 +37,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
-from harness import compare, summary
+from harness import bisect, compare, summary
 from harness.geometry import check_geometry, parse_size
 from harness.lun import (
     DEFAULT_HANDLER,
@@ -95,6 +97,10 @@ def _parser() -> argparse.ArgumentParser:
     diff.add_argument("runs", nargs=2, metavar="RUN", help="JUnit XML or a reports/<run id>/")
     page = sub.add_parser("summary", help="write a run's summary.html and summary.md")
     page.add_argument("run", metavar="RUN", help="JUnit XML or a reports/<run id>/")
+    # Listed for --help; main() hands its arguments to harness.bisect unparsed.
+    sub.add_parser("bisect-run", add_help=False,
+                   help="one `git bisect run` step: pytest's outcome as 0 good, 1 bad, "
+                        "125 skip (see bisect-run --help)")
     _usage_errors_exit_4(parser)
     return parser
 
@@ -227,6 +233,9 @@ def _sigterm(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bisect-run"]:  # its exit statuses are git bisect's, not ours
+        return bisect.run(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so the VM is powered off and its temp dir removed.
