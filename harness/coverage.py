@@ -43,8 +43,13 @@ class SuiteTest:
 
     @property
     def clause(self) -> str:
-        found = _CLAUSE.search(self.doc)
-        return f"{found.group(1).upper()} {found.group(2)}" if found else ""
+        return spec_clause(self.doc)
+
+
+def spec_clause(doc: str) -> str:
+    """The first spec clause a docstring cites ("SBC-4 5.30", "SPC-4 table 3"), or ""."""
+    found = _CLAUSE.search(doc)
+    return f"{found.group(1).upper()} {found.group(2)}" if found else ""
 
 
 @dataclasses.dataclass(frozen=True)

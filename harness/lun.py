@@ -15,7 +15,7 @@ import itertools
 import json
 import os
 import shlex
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,6 +131,9 @@ def handler_id(spec: str, options: dict[str, str]) -> str:
     return "-".join([name, *(f"{k}={v}" for k, v in sorted(options.items()))])
 
 
+CdbObserver = Callable[["Lun", CdbResult], None]
+
+
 class Lun:
     """A LUN in the guest, as seen through one I_T nexus: `path` 0 is the LUN's own
     tcm_loop target; LunManager.add_path gives Luns for more nexuses to the same
@@ -148,6 +151,8 @@ class Lun:
         self.block_size: int = info["block_size"]
         self.sg3 = Sg3(vm, self)
         self.paths: list[Lun] = [self]
+        # Called with every CDB's result (the LunManager's list: reports record steps).
+        self.observers: list[CdbObserver] = []
 
     @property
     def sd(self) -> str:
@@ -189,7 +194,7 @@ class Lun:
             timeout=timeout,
             path=self.path,
         )
-        return CdbResult.from_dict(answer)
+        return self._observed(CdbResult.from_dict(answer))
 
     def cdbs(
         self, commands: list[tuple[bytes, bytes | None, int]], *, timeout: float = 30.0
@@ -202,7 +207,12 @@ class Lun:
         answers = _guest_call(self.vm, "lio.commands:sg_io_batch", name=self.name,
                               commands=batch, path=self.path,
                               call_timeout=timeout * len(batch) + 30)
-        return [CdbResult.from_dict(answer) for answer in answers]
+        return [self._observed(CdbResult.from_dict(answer)) for answer in answers]
+
+    def _observed(self, result: CdbResult) -> CdbResult:
+        for observe in self.observers:
+            observe(self, result)
+        return result
 
     def write_blocks(self, lba: int, data: bytes) -> None:
         """WRITE(16) of whole blocks at `lba`, which must be GOOD: for laying down data
@@ -281,6 +291,7 @@ class LunManager:
         self.vm = vm
         self._names = itertools.count()
         self.live: dict[str, Lun] = {}
+        self.cdb_observers: list[CdbObserver] = []  # given to every Lun made here
 
     def create(self, spec: LunSpec | None = None, *, name: str | None = None) -> Lun:
         spec = spec or LunSpec()
@@ -303,6 +314,7 @@ class LunManager:
             call_timeout=330,
         )
         lun = Lun(self.vm, info)
+        lun.observers = self.cdb_observers
         self.live[name] = lun
         for _ in range(spec.paths - 1):
             self.add_path(lun)
@@ -319,6 +331,7 @@ class LunManager:
         info = {**primary.info, "sg": answer["sg"], "sd": "", "address": answer["address"],
                 "wwn": answer["wwn"], "initiator": answer["initiator"]}
         path = Lun(self.vm, info, path=answer["path"])
+        path.observers = self.cdb_observers
         path.paths = primary.paths
         primary.paths.append(path)
         return path
