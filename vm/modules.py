@@ -35,6 +35,23 @@ from vm.kernel import KernelError
 _SUFFIXES = (".ko.xz", ".ko.zst", ".ko.gz", ".ko")
 
 
+# The kernel option behind each module the harness loads, for "build it with ..." advice.
+CONFIG_OPTIONS = {
+    "virtio_pci": "CONFIG_VIRTIO_PCI",
+    "virtio_console": "CONFIG_VIRTIO_CONSOLE",
+    "9pnet_virtio": "CONFIG_NET_9P_VIRTIO",
+    "9p": "CONFIG_9P_FS",
+    "overlay": "CONFIG_OVERLAY_FS",
+    "configfs": "CONFIG_CONFIGFS_FS",
+    "uio": "CONFIG_UIO",
+    "target_core_mod": "CONFIG_TARGET_CORE",
+    "target_core_user": "CONFIG_TCM_USER2",
+    "tcm_loop": "CONFIG_LOOPBACK_TARGET",
+    "sg": "CONFIG_CHR_DEV_SG",
+    "sd_mod": "CONFIG_BLK_DEV_SD",
+}
+
+
 class ModuleError(KernelError):
     """A module is missing or cannot be read; the message is one sentence."""
 
@@ -169,9 +186,11 @@ def module_closure(modules_dir: Path, names: Sequence[str]) -> list[ModuleFile]:
         if name not in table.paths:
             if name in builtin:
                 return
+            option = CONFIG_OPTIONS.get(name)
             raise ModuleError(
                 f"module {name} is not in kernel {modules_dir.name}: it is neither built in "
                 f"nor listed in {modules_dir / 'modules.dep'}"
+                + (f"; build the kernel with {option}=m (or =y)" if option else "")
             )
         inner = (*path, name)
         for word in soft.pre.get(name, []):

@@ -96,6 +96,17 @@ def test_unknown_module_is_one_sentence(tmp_path: Path) -> None:
     assert isinstance(err.value, KernelError)
 
 
+def test_a_kernel_without_tcmu_names_the_config_option(tmp_path: Path) -> None:
+    """A kernel built without CONFIG_TCM_USER2: the sentence says what to build."""
+    d = make_tree(tmp_path)
+    with pytest.raises(ModuleError) as err:
+        module_closure(d, ["target_core_user"])
+    assert str(err.value) == (
+        f"module target_core_user is not in kernel {VERSION}: it is neither built in nor "
+        f"listed in {d / 'modules.dep'}; build the kernel with CONFIG_TCM_USER2=m (or =y)"
+    )
+
+
 def test_relative_modules_dir_gives_absolute_paths(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
