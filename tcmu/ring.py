@@ -13,6 +13,16 @@ Protocol (see /usr/include/linux/target_core_user.h and TCMU-NOTES.md):
 Use: fetch() after each wakeup, complete() each command (any order), then flush() and,
 when it returns True, kick the kernel once. All calls from one thread.
 
+Malformed entries (no kernel writes them; tests/tcmu/test_ring_fuzz.py makes them):
+- a CMD entry whose iovec array overruns the entry, whose iovecs leave the data area
+  (into the mailbox or command ring, which a data-in copy would overwrite, or past the
+  mapping), or whose CDB does not lie inside the entry never reaches the handler: it is
+  completed at once with HARDWARE ERROR, INTERNAL TARGET FAILURE (44/00), and logged;
+- a TMR entry whose cmd_ids overrun it is skipped (it needs no reply) and logged;
+- an entry whose length cannot be walked (0, or past the ring's end) and a cmd_head
+  beyond the ring make the ring unusable: fetch() returns the commands before it, then
+  raises RingError, with the ring's state consistent (what was fetched can complete).
+
 Every entry between the tail and the parse position has been decoded into a Command
 before any response is written, so reusing a slot for another command's response never
 loses request data (CDB and iovecs are copied/sliced out at fetch time; the data
@@ -26,6 +36,7 @@ keep that order and our response stores land before the cmd_tail store.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import mmap
 from collections import deque
 from collections.abc import Callable
@@ -48,6 +59,7 @@ from tcmu.layout import (
     Op,
     UFlag,
 )
+from tcmu.sense import INTERNAL_FAILURE_SENSE
 
 Buffer = mmap.mmap | bytearray
 
@@ -79,8 +91,16 @@ _VARIABLE_LENGTH_CMD = 0x7F
 _Response = tuple[int, int, int, int, bytes]
 
 
+log = logging.getLogger(__name__)
+_CHECK_CONDITION = 0x02
+
+
 class RingError(Exception):
     """The ring cannot be used, or an entry/completion would corrupt it."""
+
+
+class _MalformedEntry(RingError):
+    """One entry cannot be decoded safely; the ring around it is sound."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -119,6 +139,7 @@ class Ring:
         self.flags = Cap(flags)
         self.cmdr_off = cmdr_off
         self.cmdr_size = cmdr_size
+        self._data_off = cmdr_off + cmdr_size  # the data area: iovecs must point past here
         self.ooo = bool(flags & Cap.OOOC)
         self.read_len_cap = bool(flags & Cap.READ_LEN)
         self._completer = completer
@@ -157,7 +178,9 @@ class Ring:
         buf = self._buf
         cmdr_off = self.cmdr_off
         cmdr_size = self.cmdr_size
-        head = _U32.unpack_from(buf, _HEAD_OFF)[0] % cmdr_size  # read once per pass
+        head = _U32.unpack_from(buf, _HEAD_OFF)[0]  # read once per pass
+        if head >= cmdr_size:
+            raise RingError(f"cmd_head {head} is beyond the {cmdr_size}-byte command ring")
         pos = self._next
         out: list[Command | TmrNotice] = []
         slots = self._slots
@@ -166,16 +189,26 @@ class Ring:
             len_op = _HDR.unpack_from(buf, off)[0]
             length = len_op & _LEN_MASK
             if length == 0 or pos + length > cmdr_size:
+                self._next = pos  # what came before is fetched; this stays unwalkable
+                if out:
+                    return out
                 raise RingError(f"corrupt ring entry at {pos}: len_op {len_op:#x}")
             op = len_op & OP_MASK
             if op == _OP_CMD:
-                cmd = self._command(off, length)
-                self._inflight[cmd.cmd_id] = cmd
-                slots.append((pos, len_op, cmd.cmd_id))
-                out.append(cmd)
+                try:
+                    cmd = self._command(off, length)
+                except _MalformedEntry as exc:
+                    self._refuse(pos, len_op, exc)
+                else:
+                    self._inflight[cmd.cmd_id] = cmd
+                    slots.append((pos, len_op, cmd.cmd_id))
+                    out.append(cmd)
             else:
                 if op == _OP_TMR:
-                    out.append(self._tmr(off, length))
+                    try:
+                        out.append(self._tmr(off, length))
+                    except _MalformedEntry as exc:
+                        log.error("skipping a TMR entry at %d: %s", pos, exc)
                 elif op != _OP_PAD:
                     buf[off + _UFLAGS_OFF] |= _UF_UNKNOWN_OP
                 slots.append((pos, len_op, _NOT_CMD))
@@ -183,12 +216,24 @@ class Ring:
         self._next = pos
         return out
 
+    def _refuse(self, pos: int, len_op: int, exc: RingError) -> None:
+        """Complete a CMD entry that cannot be decoded safely with INTERNAL TARGET
+        FAILURE, without the handler seeing it."""
+        cmd_id = _HDR.unpack_from(self._buf, self.cmdr_off + pos)[1]
+        log.error("refusing cmd %d at %d with 44/00: %s", cmd_id, pos, exc)
+        self._slots.append((pos, len_op, cmd_id))
+        rsp = (cmd_id, 0, _CHECK_CONDITION, 0, INTERNAL_FAILURE_SENSE)
+        if self.ooo:
+            self._ready.append(rsp)
+        else:
+            self._done[cmd_id] = rsp
+
     def _command(self, off: int, length: int) -> Command:
         buf = self._buf
         _, cmd_id, _, _, iov_cnt, bidi_cnt, dif_cnt, cdb_off = _REQ.unpack_from(buf, off)
         iov_off = off + IOV_ARRAY_OFF
         if iov_off + (iov_cnt + bidi_cnt + dif_cnt) * _IOV_SIZE > off + length:
-            raise RingError(f"cmd {cmd_id}: iovec array overruns its {length}-byte entry")
+            raise _MalformedEntry(f"cmd {cmd_id}: iovec array overruns its {length}-byte entry")
         iov = self._scatter(iov_off, iov_cnt, cmd_id) if iov_cnt else EMPTY_BUFFER
         bidi = (
             self._scatter(iov_off + iov_cnt * _IOV_SIZE, bidi_cnt, cmd_id)
@@ -196,12 +241,16 @@ class Ring:
             else EMPTY_BUFFER
         )
         # DIF iovecs (iov_dif_cnt) follow the BIDI ones; the kernel never sends any.
-        if cdb_off >= self._size:
-            raise RingError(f"cmd {cmd_id}: cdb_off {cdb_off} is outside the mapping")
+        end = off + length
+        if not off < cdb_off <= end - 6:  # the kernel puts the CDB inside the entry
+            raise _MalformedEntry(f"cmd {cmd_id}: cdb_off {cdb_off} is outside its entry")
         opcode = buf[cdb_off]
-        cdb_len = (
-            buf[cdb_off + 7] + 8 if opcode == _VARIABLE_LENGTH_CMD else _CDB_GROUP_LEN[opcode >> 5]
-        )
+        if opcode == _VARIABLE_LENGTH_CMD:
+            cdb_len = buf[cdb_off + 7] + 8 if cdb_off + 8 <= end else 8
+        else:
+            cdb_len = _CDB_GROUP_LEN[opcode >> 5]
+        if cdb_off + cdb_len > end:
+            raise _MalformedEntry(f"cmd {cmd_id}: its {cdb_len}-byte CDB overruns its entry")
         cdb = buf[cdb_off : cdb_off + cdb_len]  # bytes from an mmap: one copy
         if type(cdb) is not bytes:
             cdb = bytes(cdb)
@@ -215,8 +264,9 @@ class Ring:
         total = 0
         for i in range(count):
             base, ln = _IOV.unpack_from(buf, iov_off + i * _IOV_SIZE)
-            if base + ln > size:
-                raise RingError(f"cmd {cmd_id}: iovec {base}+{ln} is outside the mapping")
+            if base < self._data_off or base + ln > size:
+                raise _MalformedEntry(f"cmd {cmd_id}: iovec {base}+{ln} is outside the data "
+                                      "area")
             views.append(mv[base : base + ln])
             total += ln
         return ScatterBuffer.of_views(views, total)
@@ -225,7 +275,7 @@ class Ring:
         _, _, _, _, tmr_type, cmd_cnt = _TMR.unpack_from(self._buf, off)
         ids_off = off + TMR_CMD_IDS_OFF
         if cmd_cnt * _CMD_ID_SIZE > length - TMR_CMD_IDS_OFF:
-            raise RingError(f"TMR entry with {cmd_cnt} cmd_ids overruns its {length} bytes")
+            raise _MalformedEntry(f"TMR entry with {cmd_cnt} cmd_ids overruns its {length} bytes")
         ids = [CMD_ID.unpack_from(self._buf, ids_off + i * _CMD_ID_SIZE)[0] for i in range(cmd_cnt)]
         return TmrNotice(tmr_type, ids)
 
