@@ -124,6 +124,11 @@ class AgentClient:
     def lost(self) -> str | None:
         return self._lost
 
+    def abandon(self, reason: str) -> None:
+        """Treat the guest as gone (e.g. it stopped answering and QEMU was killed): every
+        waiting and later request raises LostVMError(reason) at once."""
+        self._mark_lost(reason)
+
     def close(self) -> None:
         self._closing = True
         with contextlib.suppress(OSError):

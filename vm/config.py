@@ -54,3 +54,5 @@ class VmConfig:
             raise ValueError(f"{self.memory_mb} MiB of guest memory is too little; use >= 256")
         if self.cpus < 1:
             raise ValueError(f"the VM needs at least one vCPU, not {self.cpus}")
+        if not self.request_timeout > 0:
+            raise ValueError(f"the request timeout must be > 0 seconds, not {self.request_timeout}")

@@ -23,6 +23,9 @@ from vm.modules import module_closure, read_module
 ROOT_TAG = "hostroot"  # 9p mount tag of the host's /
 SHARE_TAG = "harness"  # 9p mount tag of the per-VM share (writable)
 SHARE_MOUNT = "/run/tcmu-harness/share"  # where the share appears in the guest
+# The host root's read-only 9p mount itself (the overlay's lower layer), visible to the
+# guest so that tests can check a write to it fails (EROFS), and not only land in tmpfs.
+HOST_ROOT_MOUNT = "/run/tcmu-harness/host"
 STAGE2 = "stage2.sh"  # the script in the share that /init hands over to
 
 # What the guest needs: virtio + 9p + overlay to reach the host root, the virtio-serial
@@ -113,7 +116,8 @@ mount -t overlay overlay -o lowerdir=/host,upperdir=/rw/upper,workdir=/rw/work /
     || fail "cannot mount the overlay root"
 for d in proc sys dev; do mount --move /$d /newroot/$d; done
 mount -t tmpfs -o mode=0755 tmpfs /newroot/run
-mkdir -p /newroot{SHARE_MOUNT}
+mkdir -p /newroot{SHARE_MOUNT} /newroot{HOST_ROOT_MOUNT}
+mount --bind /host /newroot{HOST_ROOT_MOUNT} || fail "cannot bind the host root"
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 {SHARE_TAG} /newroot{SHARE_MOUNT} \\
     || fail "cannot mount the per-VM share (9p tag {SHARE_TAG})"
 [ -f /newroot{SHARE_MOUNT}/{STAGE2} ] || fail "{SHARE_MOUNT}/{STAGE2} is missing"

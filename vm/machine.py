@@ -9,7 +9,14 @@ Boot: resolve the kernel (vm/kernel.py), build or reuse its initramfs
 agent's hello on the unix socket QEMU connects to. Every step is bounded; on any
 failure, and on close(), QEMU is reaped (poweroff, grace, SIGTERM, SIGKILL) and the
 temp dir removed. QEMU also dies with its parent (PR_SET_PDEATHSIG), so not even a
-SIGKILL of the test run leaves a guest behind.
+SIGKILL of the test run leaves a guest behind; the temp dir holds the owner's pid
+(PID_FILE), and the next VM started on this host removes dirs whose owner is dead.
+
+A guest that stops answering a request in time is judged hung: QEMU is killed at once,
+so every later request fails fast (LostVMError) instead of waiting out its own timeout.
+loss_verdict() then says what happened (hung, kernel panic, agent gone) with a console
+excerpt; retire() marks a guest that still answers as not to be trusted (e.g. its
+kernel became tainted), for whoever owns the VM to replace it.
 """
 
 from __future__ import annotations
@@ -39,6 +46,9 @@ from vm.qemu import QemuLaunch, qemu_argv
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 _PR_SET_PDEATHSIG = 1
+TEMP_PREFIX = "tcmu-harness-vm-"  # tempfile.mkdtemp prefix of every VM's private dir
+PID_FILE = "owner.pid"  # in the temp dir: the pid of the process that owns the VM
+PANIC_MARK = "Kernel panic - not syncing"  # kernel/panic.c
 
 
 class CommandFailed(VMError):
@@ -86,6 +96,14 @@ class KernelLog:
         return "\n".join(map(str, self.records))
 
 
+@dataclass(frozen=True)
+class GuestLoss:
+    """Why a guest can no longer be used: one sentence, and the console's last lines."""
+
+    message: str
+    console: str
+
+
 @dataclass
 class BootTimings:
     kernel_s: float = 0.0  # resolve (and fetch, first time) the kernel
@@ -123,20 +141,22 @@ class VirtualMachine:
     _tmp: Path | None = field(default=None, init=False, repr=False)
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _client: AgentClient | None = field(default=None, init=False, repr=False)
+    _hung: str | None = field(default=None, init=False, repr=False)
+    retired: str | None = field(default=None, init=False)  # why it is not trusted
 
     # -- life cycle --------------------------------------------------------------
 
     def __enter__(self) -> VirtualMachine:
         return self.start()
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        self.close(fast=exc_type is not None and issubclass(exc_type, KeyboardInterrupt))
 
     def start(self) -> VirtualMachine:
         try:
             self._start()
-        except BaseException:
-            self.close()
+        except BaseException as exc:
+            self.close(fast=isinstance(exc, KeyboardInterrupt))
             raise
         return self
 
@@ -152,7 +172,9 @@ class VirtualMachine:
         self.accel, self.accel_reason = choice.accel, choice.reason
         t3 = time.monotonic()
 
-        self._tmp = tmp = Path(tempfile.mkdtemp(prefix="tcmu-harness-vm-"))  # mode 0700
+        remove_stale_temp_dirs()
+        self._tmp = tmp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))  # mode 0700
+        (tmp / PID_FILE).write_text(f"{os.getpid()}\n")
         share = tmp / "share"
         share.mkdir()
         (share / STAGE2).write_text(
@@ -262,10 +284,15 @@ class VirtualMachine:
                 parts.append(f"last console lines ({self.console_log}):\n{console}")
         return "; ".join(parts)
 
-    def close(self) -> None:
-        """Power off and reap. Idempotent; safe at any point of a failed start()."""
+    def close(self, *, fast: bool = False) -> None:
+        """Power off and reap. Idempotent; safe at any point of a failed start().
+        fast (on Ctrl-C): kill QEMU at once; the guest holds nothing to save (the share
+        is mounted sync, the rest is tmpfs)."""
+        if fast and self._proc is not None and self._proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
         if self._client is not None:
-            if self._client.lost is None:
+            if self._client.lost is None and not fast:
                 with contextlib.suppress(VMError):
                     self._client.request("poweroff", timeout=5)
             self._client.close()
@@ -286,6 +313,56 @@ class VirtualMachine:
         return self._client is not None and self._client.lost is None
 
     @property
+    def started(self) -> bool:
+        """Between start() and close() (the guest may be gone meanwhile)."""
+        return self._proc is not None
+
+    @property
+    def qemu_pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    @property
+    def private_dir(self) -> Path | None:
+        """The VM's private temp dir on the host (mode 0700): agent socket, share."""
+        return self._tmp
+
+    @property
+    def lost(self) -> str | None:
+        """Why the guest is gone (None while it answers, or before start)."""
+        return None if self._client is None else self._client.lost
+
+    def retire(self, reason: str) -> None:
+        """Mark the guest as not to be trusted any more (it still answers): the owner
+        should replace it. The first reason is kept."""
+        if self.retired is None:
+            self.retired = reason
+
+    def loss_verdict(self) -> GuestLoss:
+        """What happened to a guest that is gone: it stopped answering, its kernel
+        panicked, or its agent (or QEMU) went away; with the console's last lines."""
+        console = self.console_excerpt()
+        if self._hung is not None:
+            return GuestLoss(self._hung, console)
+        panic = next((line for line in console.splitlines() if PANIC_MARK in line), None)
+        if panic is not None:
+            at = panic.find(PANIC_MARK)
+            return GuestLoss(f"the guest kernel panicked: {panic[at:].strip()}", console)
+        reason = (self.lost or "the VM is not running").split(";")[0]
+        return GuestLoss(f"the guest is gone ({reason}), without a kernel panic on its "
+                         "console", console)
+
+    def console_excerpt(self, lines: int = 60) -> str:
+        """The console's last lines; around a kernel panic, from before its oops."""
+        if self.console_log is None:
+            return ""
+        text = _tail(self.console_log, 400)
+        rows = text.splitlines()
+        at = next((i for i, line in enumerate(rows) if PANIC_MARK in line), None)
+        if at is not None:
+            return "\n".join(rows[max(0, at - lines + 10):at + 10])
+        return "\n".join(rows[-lines:])
+
+    @property
     def kernel_version(self) -> str:
         return self._agent.hello["kernel"]
 
@@ -303,9 +380,29 @@ class VirtualMachine:
         return self._client
 
     def request(self, op: str, timeout: float | None = None, **args: Any) -> Any:
-        return self._agent.request(
+        return self._request(
             op, args, timeout=self.config.request_timeout if timeout is None else timeout
         )
+
+    def _request(self, op: str, args: dict[str, Any], *, timeout: float, **kw: Any) -> Any:
+        """Every request goes through here: no answer in time means a hung guest, which
+        is killed, so that nothing else waits for it."""
+        try:
+            return self._agent.request(op, args, timeout=timeout, **kw)
+        except AgentTimeout:
+            self._declare_hung(f"the guest stopped answering for {timeout:.0f} s (no answer "
+                               f"to {op}); QEMU was killed")
+            raise AgentTimeout(self._hung or "") from None
+
+    def _declare_hung(self, reason: str) -> None:
+        if self._hung is None:
+            self._hung = reason
+            self.log(reason)
+        if self._proc is not None and self._proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
+        if self._client is not None:
+            self._client.abandon(reason)
 
     def ping(self) -> float:
         return self.request("ping", timeout=30)["uptime"]
@@ -325,7 +422,7 @@ class VirtualMachine:
         (timed_out=True); the host waits a little longer before declaring the VM hung."""
         args = {"argv": list(argv), "env": dict(env or {}), "cwd": cwd, "timeout": timeout,
                 "input": input, "stream": on_output is not None}  # fmt: skip
-        result = self._agent.request("run", args, timeout=timeout + 30, on_event=on_output)
+        result = self._request("run", args, timeout=timeout + 30, on_event=on_output)
         run = RunResult(list(argv), result["exit_code"], result["stdout"], result["stderr"],
                         result["timed_out"], result["duration"])  # fmt: skip
         return run.check() if check else run
@@ -345,10 +442,10 @@ class VirtualMachine:
         that types into it; `on_output` gets what the terminal prints. Returns the exit
         status."""
         def started(req_id: int) -> None:
-            on_started(lambda data: self._agent.request(
+            on_started(lambda data: self._request(
                 "stdin", {"target": req_id, "data": data}, timeout=30))
 
-        answer = self._agent.request(
+        answer = self._request(
             "run_pty", {"argv": list(argv), "env": dict(env or {}), "rows": rows, "cols": cols},
             timeout=timeout, on_event=lambda _name, data: on_output(data), on_sent=started,
         )  # fmt: skip
@@ -387,6 +484,33 @@ def _reap(proc: subprocess.Popen[bytes], grace: float) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
+
+
+def remove_stale_temp_dirs(parent: Path | None = None) -> list[Path]:
+    """Remove VM temp dirs (TEMP_PREFIX*) whose owner process is dead: a run killed with
+    SIGKILL cannot clean up after itself (its QEMU died with it, PR_SET_PDEATHSIG).
+    Dirs without a pid file (being created, or another user's) are left alone."""
+    removed = []
+    for path in Path(parent or tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*"):
+        try:
+            pid = int((path / PID_FILE).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if _pid_alive(pid):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
 
 
 def _tail(path: Path, lines: int) -> str:

@@ -16,6 +16,7 @@ import pytest
 from vm import initramfs
 from vm.initramfs import (
     BOOT_MODULES,
+    HOST_ROOT_MOUNT,
     ROOT_TAG,
     SHARE_MOUNT,
     SHARE_TAG,
@@ -225,7 +226,8 @@ def test_init_script_reaches_the_host_root_and_hands_over() -> None:
         '    || fail "cannot mount the overlay root"',
         "for d in proc sys dev; do mount --move /$d /newroot/$d; done",
         "mount -t tmpfs -o mode=0755 tmpfs /newroot/run",
-        f"mkdir -p /newroot{SHARE_MOUNT}",
+        f"mkdir -p /newroot{SHARE_MOUNT} /newroot{HOST_ROOT_MOUNT}",
+        f'mount --bind /host /newroot{HOST_ROOT_MOUNT} || fail "cannot bind the host root"',
         f"mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 {SHARE_TAG} "
         f"/newroot{SHARE_MOUNT} \\",
         f'    || fail "cannot mount the per-VM share (9p tag {SHARE_TAG})"',
