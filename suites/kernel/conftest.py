@@ -5,7 +5,8 @@
                           there, not assumed from the kernel version
     require_attribute     require_attribute("pgr_support") skips, naming the kernel,
                           when the attribute is absent
-    helper_lun            factory: helper_lun("SlowDisk", delay_s=6, attributes={...})
+    helper_lun            factory: helper_lun("SlowDisk", delay_s=6, attributes={...},
+                          control={...}) (control: the backstore's control= before enable)
                           -> a LUN served by a handler of suites/kernel/kernel_handlers.py,
                           whatever --handler says (the behaviour under test is the
                           kernel's); deleted after the test, teardown checked
@@ -59,10 +60,10 @@ def helper_lun(lun_manager: LunManager) -> Iterator[Callable[..., Lun]]:
     made: list[Lun] = []
 
     def make(cls: str, attributes: dict[str, str | int] | None = None,
-             **options: Any) -> Lun:
+             control: dict[str, str | int] | None = None, **options: Any) -> Lun:
         spec = LunSpec(size=16 << 20, handler=f"{HANDLERS}:{cls}",
                        handler_options={k: str(v) for k, v in options.items()},
-                       attributes=dict(attributes or {}))
+                       attributes=dict(attributes or {}), control=dict(control or {}))
         lun = lun_manager.create(spec)
         made.append(lun)
         return lun

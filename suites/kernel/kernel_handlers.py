@@ -7,6 +7,9 @@ which makes the handler do one thing to the ring that the kernel must then handl
 - SHORT_READ_OPCODE: data-in of SHORT_READ_BYTES bytes whatever the buffer, reported
   with READ_LEN: the initiator must see the rest as a residual;
 - SENSE_OPCODE: CHECK CONDITION with ODD_SENSE, sense bytes no kernel would make up.
+- HOLD_OPCODE: held in the ring (deferred) and completed later from another thread,
+  in reverse arrival order, with data-in made from a tag in the CDB (HoldingDisk):
+  commands in flight for as long as a test needs, completed out of order.
 
 The kernel's own probe of the disk (INQUIRY, READ CAPACITY, partition scan) never
 sends these, so the LUN sets up as a plain RAM disk.
@@ -16,11 +19,14 @@ sends these, so the LUN sets up as a plain RAM disk.
 
 from __future__ import annotations
 
+import threading
 import time
+from typing import Any
 
 from scsi.constants import Status
-from tcmu.block import scsi_command
+from tcmu.block import BlockHandler, scsi_command
 from tcmu.handler import Command, Result
+from tcmu.handlers.filedisk import FileDisk
 from tcmu.handlers.ramdisk import RamDisk
 from tcmu.options import Option
 
@@ -63,3 +69,86 @@ class SlowDisk(KernelProbeDisk):
     def slow(self, cmd: Command) -> Result:
         time.sleep(self.delay_s)  # the ring thread: nothing else is served meanwhile
         return Result.good()
+
+
+HOLD_OPCODE = 0xC4  # CDB bytes 2-5: a tag the data-in pattern is made from
+
+
+def hold_cdb(tag: int) -> bytes:
+    """A HOLD_OPCODE CDB carrying `tag` (32 bits, big-endian in bytes 2-5)."""
+    return bytes([HOLD_OPCODE, 0]) + tag.to_bytes(4, "big") + bytes(4)
+
+
+def hold_pattern(tag: int, length: int) -> bytes:
+    """The data-in a HoldingDisk answers a HOLD of `tag` with: the tag's 4 bytes and a
+    running counter, so no two tags' buffers are alike anywhere."""
+    unit = tag.to_bytes(4, "big")
+    return b"".join(unit + i.to_bytes(4, "big") for i in range(0, length, 8))[:length]
+
+
+class _Holding(BlockHandler):
+    """Holds HOLD_OPCODE commands in the ring (handle() returns None) and completes them
+    GOOD, with hold_pattern(tag) as data-in, from a thread of its own in the reverse of
+    their arrival order: once `batch` are held, or `hold_s` seconds after the first of
+    them arrived, whichever comes first. Everything else is answered as the disk does,
+    so the kernel's own probe and ordinary I/O still work."""
+
+    options = (
+        Option("hold_s", float, 8.0, "longest a HOLD command is held", min=0),
+        Option("batch", int, 0, "release once this many are held (0: on hold_s only)", min=0),
+    )
+
+    hold_s: float
+    batch: int
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._held: list[Command] = []
+        self._first = 0.0
+        self._cond = threading.Condition()
+        self._stop = False
+        self._thread = threading.Thread(target=self._release_loop, name="hold", daemon=True)
+        self._thread.start()
+
+    @scsi_command(HOLD_OPCODE, usage="00 FF FF FF FF 00 00 00 00")
+    def hold(self, cmd: Command) -> Result | None:
+        with self._cond:
+            if not self._held:
+                self._first = time.monotonic()
+            self._held.append(cmd)
+            self._cond.notify()
+        return None
+
+    def _due(self) -> bool:
+        if self._stop or (self.batch and len(self._held) >= self.batch):
+            return True
+        return bool(self._held) and time.monotonic() - self._first >= self.hold_s
+
+    def _release_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._due():
+                    self._cond.wait(0.05)
+                held, self._held = self._held, []
+                stop = self._stop
+            for cmd in reversed(held):
+                tag = int.from_bytes(cmd.cdb[2:6], "big")
+                cmd.complete(Result.good(hold_pattern(tag, len(cmd.iov))))
+            if stop:
+                return
+
+    def quiesce(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        self._thread.join(5)
+        super().quiesce()
+
+
+class HoldingDisk(_Holding, KernelProbeDisk):
+    """KernelProbeDisk (a RAM disk) with HOLD_OPCODE."""
+
+
+class HoldingFileDisk(_Holding, FileDisk):
+    """FileDisk (the backstore's dev_config path) with HOLD_OPCODE: its data outlives
+    the handler process, for restart tests."""
