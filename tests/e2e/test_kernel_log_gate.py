@@ -44,3 +44,6 @@ def test_a_taint_during_a_test_fails_that_test_only(tmp_path: Path) -> None:
     assert outcomes == {"test_before": "passed", "test_taints_the_kernel": "error",
                         "test_after": "passed"}, proc.stdout[-3000:]
     assert "the kernel became tainted: 0 -> 512 (new flags W" in proc.stdout
+    # A tainted kernel is not trusted: test_after ran on a fresh VM.
+    assert ("VM replaced after test_inner.py::test_taints_the_kernel: the kernel became "
+            "tainted: 0 -> 512" in proc.stdout), proc.stdout[-3000:]
