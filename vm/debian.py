@@ -54,6 +54,7 @@ DEBIAN_CODENAMES = frozenset(
      "oldoldstable", "oldstable", "stable", "testing", "unstable"}
 )
 UPDATE_MAX_AGE = 24 * 3600.0
+APT_TIMEOUT = 600.0  # s for one apt-get/apt-cache call (a kernel .deb is ~100 MB)
 
 
 class AptError(Exception):
@@ -345,7 +346,16 @@ class PrivateApt:
     def _run(self, argv: list[str], *, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
         if shutil.which(argv[0]) is None:
             raise AptError(f"{argv[0]} is not installed; this needs a Debian host with apt")
-        return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
+        try:
+            return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False,
+                                  timeout=APT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            verb = next((a for a in argv[3:] if not a.startswith("-")), "")
+            raise AptError(
+                f"{argv[0]} {verb} did not finish "
+                f"within {APT_TIMEOUT:g} s (apt waits forever on a full disk); check the "
+                f"network and the free space under {self.root}"
+            ) from None
 
     @contextmanager
     def locked(self) -> Iterator[None]:

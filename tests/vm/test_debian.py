@@ -328,3 +328,22 @@ def test_lists_fresh_tolerates_garbage(tmp_path: Path) -> None:
     assert not apt.lists_fresh()
     (tmp_path / "apt" / "updated").write_text(f"{time.time()} nope\n")
     assert not apt.lists_fresh()
+
+
+def test_an_apt_call_that_hangs_is_one_sentence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """apt-get waits forever on a full disk: the call is bounded and says what to check."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "apt-get"
+    fake.write_text("#!/bin/sh\nexec sleep 30\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setattr(debian, "APT_TIMEOUT", 0.5)
+    apt = make_apt(tmp_path)
+    with pytest.raises(AptError) as err:
+        apt.update()
+    assert str(err.value) == (
+        "apt-get update did not finish within 0.5 s (apt waits forever on a full disk); check the "
+        f"network and the free space under {tmp_path / 'apt'}")

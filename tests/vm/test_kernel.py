@@ -462,3 +462,19 @@ def test_resolve_real_debian_kernel(kernel_cache: Path, spec: str | None, prefix
     assert resolve_kernel(parse_kernel_spec(spec), kernel_cache) == k
     assert time.monotonic() - started < 1.0
 
+
+
+def test_a_full_cache_disk_is_refused_before_apt_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """apt hangs or fails obscurely on a full disk: resolution checks the space first."""
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(kernel_mod.shutil, "disk_usage",
+                        lambda path: usage._replace(free=150 << 20))
+    monkeypatch.setattr(kernel_mod, "PrivateApt", None)  # never reached
+    with pytest.raises(KernelError) as err:
+        resolve_kernel(parse_kernel_spec("deb:6.99"), tmp_path / "cache")
+    assert str(err.value) == (
+        f"the cache dir {tmp_path / 'cache'} has 150 MB free and refreshing the private "
+        f"Debian package lists needs about {kernel_mod.APT_LISTS_MB} MB; free some space or "
+        "point --cache-dir (TCMU_HARNESS_CACHE) at a larger disk")
