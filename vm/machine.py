@@ -40,6 +40,7 @@ from vm import guest_boot
 from vm.accel import choose_accel
 from vm.client import AgentClient, AgentTimeout, LostVMError, VMError
 from vm.config import VmConfig
+from vm.host_tools import require_host_tools
 from vm.initramfs import STAGE2, build_initramfs
 from vm.kernel import Kernel, parse_kernel_spec, resolve_kernel
 from vm.qemu import QemuLaunch, qemu_argv
@@ -162,6 +163,7 @@ class VirtualMachine:
 
     def _start(self) -> None:
         cfg = self.config
+        require_host_tools(cfg.qemu_binary)
         t0 = time.monotonic()
         spec = parse_kernel_spec(cfg.kernel)
         self.kernel = kernel = resolve_kernel(spec, cfg.cache_dir, log=self.log)
