@@ -4,7 +4,8 @@
 
 Prints figures; asserts nothing (speed goals live here, not in timed tests). The CDB
 round trip is split into the guest's SG_IO time (kernel + ring + handler) and the rest
-(agent transport: host -> virtio-serial -> guest agent and back).
+(agent transport: host -> virtio-serial -> guest agent and back). measure_luns() and
+measure_cdbs() are reused by benchmarks/compare_backstores.py.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -23,11 +25,69 @@ from vm.config import VmConfig
 from vm.machine import VirtualMachine
 
 
-def _ms(values: list[float]) -> str:
+def stats_ms(values: list[float]) -> dict[str, float | int]:
+    """median, min and p90 in milliseconds, and the count."""
     ordered = sorted(values)
     p90 = ordered[int(len(ordered) * 0.9) - 1] if len(ordered) >= 10 else ordered[-1]
-    return (f"median {statistics.median(ordered) * 1e3:7.2f} ms  "
-            f"min {ordered[0] * 1e3:7.2f} ms  p90 {p90 * 1e3:7.2f} ms  (n={len(ordered)})")
+    return {"median_ms": round(statistics.median(ordered) * 1e3, 3),
+            "min_ms": round(ordered[0] * 1e3, 3), "p90_ms": round(p90 * 1e3, 3),
+            "n": len(ordered)}
+
+
+def _ms(values: list[float]) -> str:
+    s = stats_ms(values)
+    return (f"median {s['median_ms']:7.2f} ms  min {s['min_ms']:7.2f} ms  "
+            f"p90 {s['p90_ms']:7.2f} ms  (n={s['n']})")
+
+
+def measure_luns(manager: LunManager, spec: LunSpec, cycles: int) -> dict[str, list[float]]:
+    """`cycles` LUN create/delete cycles: seconds of set-up, teardown and both."""
+    setup, teardown = [], []
+    for _ in range(cycles):
+        t0 = time.monotonic()
+        lun = manager.create(spec)
+        t1 = time.monotonic()
+        manager.delete(lun)
+        setup.append(t1 - t0)
+        teardown.append(time.monotonic() - t1)
+    return {"setup": setup, "teardown": teardown,
+            "both": [a + b for a, b in zip(setup, teardown, strict=True)]}
+
+
+def measure_cdbs(manager: LunManager, spec: LunSpec, count: int) -> dict[str, list[float]]:
+    """Round trips from the host, and the guest's share (SG_IO), of TEST UNIT READY and
+    a 4 KiB READ(10), `count` each, on one fresh LUN; plus TUR in batches of 50."""
+    out: dict[str, list[float]] = {}
+    lun = manager.create(spec)
+    try:
+        for name, command, data_in in (
+            ("tur", cdb.test_unit_ready(), 0),
+            ("read_4k", cdb.read_10(0, 4096 // lun.block_size), 4096),
+        ):
+            total, guest = [], []
+            for _ in range(count):
+                t0 = time.perf_counter()
+                result = lun.cdb(command, data_in_len=data_in).expect_good()
+                total.append(time.perf_counter() - t0)
+                guest.append(result.duration_s)
+            out[f"{name}_round_trip"] = total
+            out[f"{name}_sg_io_in_guest"] = guest
+            out[f"{name}_transport"] = [t - g for t, g in zip(total, guest, strict=True)]
+        batch = [(cdb.test_unit_ready(), None, 0)] * 50
+        per_cdb = []
+        for _ in range(max(1, count // 50)):
+            t0 = time.perf_counter()
+            for result in lun.cdbs(batch):
+                result.expect_good()
+            per_cdb.append((time.perf_counter() - t0) / len(batch))
+        out["tur_batched_per_cdb"] = per_cdb
+    finally:
+        manager.delete(lun)
+    return out
+
+
+def summarise(series: dict[str, list[float]]) -> dict[str, Any]:
+    return {name: stats_ms(values) for name, values in series.items()}
 
 
 def main() -> int:
@@ -52,44 +112,16 @@ def main() -> int:
         print(f"first LUN:    {time.monotonic() - first:.2f} s set-up + teardown "
               f"(includes waiting for the warm-up; {time.monotonic() - started:.1f} s "
               "since start)")
-
-        setup, teardown = [], []
-        for _ in range(args.luns):
-            t0 = time.monotonic()
-            lun = manager.create(spec)
-            t1 = time.monotonic()
-            manager.delete(lun)
-            setup.append(t1 - t0)
-            teardown.append(time.monotonic() - t1)
-        both = [a + b for a, b in zip(setup, teardown, strict=True)]
-        print(f"LUN set-up:   {_ms(setup)}")
-        print(f"LUN teardown: {_ms(teardown)}")
-        print(f"LUN both:     {_ms(both)}")
-
-        lun = manager.create(spec)
-        for name, command, data_in in (
-            ("TEST UNIT READY", cdb.test_unit_ready(), 0),
-            ("READ(10) 4 KiB", cdb.read_10(0, 4096 // lun.block_size), 4096),
-        ):
-            total, guest = [], []
-            for _ in range(args.cdbs):
-                t0 = time.perf_counter()
-                result = lun.cdb(command, data_in_len=data_in).expect_good()
-                total.append(time.perf_counter() - t0)
-                guest.append(result.duration_s)
-            transport = [t - g for t, g in zip(total, guest, strict=True)]
-            print(f"{name:16s} round trip from the host: {_ms(total)}")
-            print(f"{'':16s} of which SG_IO in guest:   {_ms(guest)}")
-            print(f"{'':16s} of which agent transport:  {_ms(transport)}")
-        batch = [(cdb.test_unit_ready(), None, 0)] * 50
-        per_cdb = []
-        for _ in range(max(1, args.cdbs // 50)):
-            t0 = time.perf_counter()
-            for result in lun.cdbs(batch):
-                result.expect_good()
-            per_cdb.append((time.perf_counter() - t0) / len(batch))
-        print(f"TEST UNIT READY  in batches of 50, per CDB:   {_ms(per_cdb)}")
-        manager.delete(lun)
+        luns = measure_luns(manager, spec, args.luns)
+        print(f"LUN set-up:   {_ms(luns['setup'])}")
+        print(f"LUN teardown: {_ms(luns['teardown'])}")
+        print(f"LUN both:     {_ms(luns['both'])}")
+        cdbs = measure_cdbs(manager, spec, args.cdbs)
+        for name, label in (("tur", "TEST UNIT READY"), ("read_4k", "READ(10) 4 KiB")):
+            print(f"{label:16s} round trip from the host: {_ms(cdbs[f'{name}_round_trip'])}")
+            print(f"{'':16s} of which SG_IO in guest:   {_ms(cdbs[f'{name}_sg_io_in_guest'])}")
+            print(f"{'':16s} of which agent transport:  {_ms(cdbs[f'{name}_transport'])}")
+        print(f"TEST UNIT READY  in batches of 50, per CDB:   {_ms(cdbs['tur_batched_per_cdb'])}")
     return 0
 
 

@@ -1,0 +1,65 @@
+"""benchmarks.report: the comparison table, the ratios and the goals (no VM)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks import qcow, report
+
+
+def _row(iops: float, bw: float = 1.0, p50: float = 10.0, p99: float = 20.0) -> dict[str, Any]:
+    return {"iops": iops, "bw_mib_s": bw, "lat_p50_us": p50, "lat_p99_us": p99}
+
+
+RESULTS = {
+    "tcmu-runner-qcow": {"randread-4k-qd1": _row(400), "randread-4k-qd16": _row(1600)},
+    "python-ramdisk": {"randread-4k-qd1": _row(600, 2.3, 1500, 3100),
+                       "randread-4k-qd16": _row(2400)},
+    "lio-rd_mcp": {"randread-4k-qd1": _row(8000), "randread-4k-qd16": _row(8000)},
+    "lio-fileio": {"error": "RuntimeError: fio exited 1"},
+}
+
+
+def test_ratio_is_iops_over_the_reference() -> None:
+    assert report.ratio(RESULTS, "python-ramdisk", report.RUNNER, "randread-4k-qd1") == 1.5
+    assert report.ratio(RESULTS, "python-ramdisk", report.RD_MCP, "randread-4k-qd16") == 0.3
+    assert report.ratio(RESULTS, "python-ramdisk", "lio-fileio", "randread-4k-qd1") is None
+    assert report.ratio(RESULTS, "python-ramdisk", report.RUNNER, "write-1m-qd1") is None
+
+
+def test_table_rows_and_ratio_columns() -> None:
+    lines = report.table(RESULTS).splitlines()
+    python = [line for line in lines if "python-ramdisk" in line]
+    assert python[0].split() == ["randread-4k-qd1", "python-ramdisk", "600", "2.3", "1500",
+                                 "3100", "1.50", "0.07"]
+    assert python[1].split()[-2:] == ["1.50", "0.30"]
+    runner = [line for line in lines if line.startswith("randread-4k-qd1 ") and "tcmu-runner"
+              in line]
+    assert runner[0].split()[-2:] == ["-", "-"]  # ratios only for Python handlers
+    assert lines[-1] == "lio-fileio: not measured: RuntimeError: fio exited 1"
+
+
+def test_goals_met_and_missed() -> None:
+    checks = report.goals(RESULTS)
+    assert [(c["job"], c["reference"], c["ratio"], c["met"]) for c in checks] == [
+        ("randread-4k-qd1", report.RUNNER, 1.5, True),
+        ("randread-4k-qd16", report.RUNNER, 1.5, False),
+        ("randread-4k-qd1", report.RD_MCP, 0.075, False),
+    ]
+    text = report.goals_text(checks).splitlines()
+    assert text[1].endswith("= 1.50 (goal >= 2): MISSED")
+    assert text[0].endswith("= 1.50 (goal >= 1): met")
+
+
+def test_goals_without_a_reference_are_not_measured() -> None:
+    checks = report.goals({"python-filedisk": {"randread-4k-qd1": _row(500)}})
+    assert {c["met"] for c in checks} == {None}
+    assert report.goals_text(checks).splitlines()[0].endswith("= - (goal >= 1): not measured")
+
+
+def test_qcow_header_is_what_tcmu_runner_reads() -> None:
+    data = qcow.image(64 << 20)
+    fields = qcow.HEADER.unpack_from(data)
+    assert fields == (b"QFI\xfb", 1, 0, 0, 0, 64 << 20, 16, 13, 0, 0, 64)
+    assert data[64:72] == bytes(8)  # one L1 entry, unallocated
+    assert len(data) == 65536
