@@ -240,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so the VM is powered off and its temp dir removed.
     signal.signal(signal.SIGTERM, _sigterm)
+    # A script's background job inherits SIGINT ignored (and Python keeps it so): Ctrl-C
+    # and `kill -INT` must still stop us.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         if args.command == "handler-info":
             return _handler_info(args)

@@ -395,11 +395,20 @@ class VirtualMachine:
             self._declare_hung(f"the guest stopped answering for {timeout:.0f} s (no answer "
                                f"to {op}); QEMU was killed")
             raise AgentTimeout(self._hung or "") from None
+        except KeyboardInterrupt:
+            # Ctrl-C (or SIGTERM) while the guest works: it is abandoned now, so that the
+            # unwinding (LUN teardown, poweroff) does not wait for it.
+            self._abandon("interrupted: the VM was shut down")
+            raise
 
     def _declare_hung(self, reason: str) -> None:
         if self._hung is None:
             self._hung = reason
             self.log(reason)
+        self._abandon(reason)
+
+    def _abandon(self, reason: str) -> None:
+        """Kill QEMU; every waiting and later request fails at once with `reason`."""
         if self._proc is not None and self._proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 self._proc.kill()

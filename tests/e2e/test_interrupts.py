@@ -1,13 +1,13 @@
-"""Interrupting the harness leaves nothing behind: no QEMU, no VM temp dir."""
+"""Interrupting the harness leaves nothing behind: no QEMU, no VM temp dir. The run's
+processes and dirs are found by its own TMPDIR (in QEMU's argv: the agent socket and
+share live there), not host-wide: other runs boot VMs on this host at the same time."""
 
 from __future__ import annotations
 
-import glob
 import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -16,43 +16,54 @@ import pytest
 pytestmark = pytest.mark.vm
 
 PROJECT = Path(__file__).resolve().parents[2]
+# Issue 10's goal. Measured 0.1-0.2 s on a loaded 2-core host (load average 7): the
+# interrupted run abandons the guest (QEMU killed) instead of tearing its LUN down and
+# powering it off, which took 7.6 s there (about 15 s before that).
+UNWIND_BOUND = 5.0
 
 
-def _qemu_named(name: str) -> list[int]:
-    pids = []
-    for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
+def processes_mentioning(text: str) -> list[str]:
+    """'pid: argv' of every process whose command line contains `text` (not this one)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            argv = Path(cmdline).read_bytes().split(b"\0")
+            argv = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if argv[0].endswith(b"qemu-system-x86_64") and name.encode() in argv:
-            pids.append(int(cmdline.split("/")[2]))
-    return pids
+        if text in argv and cmdline.parent.name != str(os.getpid()):
+            found.append(f"{cmdline.parent.name}: {argv}")
+    return found
+
+
+def _ignore_sigint() -> None:  # what a script's background job inherits
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_interrupted_run_powers_the_vm_off_and_cleans_up(signum: int) -> None:
-    temp_dirs_before = set(glob.glob(os.path.join(tempfile.gettempdir(), "tcmu-harness-vm-*")))
+def test_interrupted_run_powers_the_vm_off_and_cleans_up(signum: int, tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness", "run", "--",
          "sh", "-c", "echo started; sleep 300"],
         cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+        preexec_fn=_ignore_sigint,  # the CLI restores SIGINT's default at start
     )  # fmt: skip
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline() == "started\n"  # the guest command is running
-        assert _qemu_named("tcmu-harness-cli"), "no QEMU while the guest command runs"
+        qemu = [p for p in processes_mentioning(str(tmp_path)) if "qemu-system" in p]
+        assert len(qemu) == 1, "no QEMU of this run while the guest command runs"
+        assert len(list(tmp_path.glob("tcmu-harness-vm-*"))) == 1
         started = time.monotonic()
         proc.send_signal(signum)
-        # Teardown + poweroff take seconds; the bound allows for a loaded 2-core host
-        # running two TCG guests (the session's and this one).
         assert proc.wait(timeout=120) == 130
-        assert time.monotonic() - started < 120
+        took = time.monotonic() - started
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     assert "the VM was shut down" in proc.stderr.read()
-    assert _qemu_named("tcmu-harness-cli") == []
-    temp_dirs_after = set(glob.glob(os.path.join(tempfile.gettempdir(), "tcmu-harness-vm-*")))
-    assert temp_dirs_after <= temp_dirs_before
+    print(f"{signal.Signals(signum).name}: the run unwound in {took:.1f} s")
+    assert took < UNWIND_BOUND
+    assert processes_mentioning(str(tmp_path)) == []
+    assert list(tmp_path.glob("tcmu-harness-vm-*")) == []
