@@ -32,7 +32,9 @@ from benchmarks import report  # noqa: E402
 from benchmarks.guest_backstores import BACKSTORES  # noqa: E402
 from benchmarks.lun_and_cdb import measure_cdbs, measure_luns, summarise  # noqa: E402
 from harness.lun import DEFAULT_HANDLER, LunManager, LunSpec  # noqa: E402
+from vm.client import AgentError, VMError  # noqa: E402
 from vm.config import ACCELERATORS, VmConfig  # noqa: E402
+from vm.kernel import KernelError  # noqa: E402
 from vm.machine import VirtualMachine  # noqa: E402
 
 SUITE_WALL_TIME = "see the README's CI figure (fresh-clone `.ci/run`)"
@@ -128,6 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"compare_backstores: {problem}", file=sys.stderr)
         return 4
+    try:
+        return _run(args)
+    except (OSError, RuntimeError, ValueError, VMError, AgentError, KernelError) as exc:
+        print(f"compare_backstores: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     loads: dict[str, list[float]] = {"start": _load()}
     data: dict[str, Any] = {"date": stamp, "host_cpus": os.cpu_count(),

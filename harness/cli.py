@@ -97,6 +97,9 @@ def _parser() -> argparse.ArgumentParser:
     diff.add_argument("runs", nargs=2, metavar="RUN", help="JUnit XML or a reports/<run id>/")
     page = sub.add_parser("summary", help="write a run's summary.html and summary.md")
     page.add_argument("run", metavar="RUN", help="JUnit XML or a reports/<run id>/")
+    sub.add_parser("bench", add_help=False,
+                   help="compare the Python handlers with tcmu-runner and LIO's backstores "
+                        "under fio, in one VM (see bench --help)")
     # Listed for --help; main() hands its arguments to harness.bisect unparsed.
     sub.add_parser("bisect-run", add_help=False,
                    help="one `git bisect run` step: pytest's outcome as 0 good, 1 bad, "
@@ -232,10 +235,26 @@ def _sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt("SIGTERM")
 
 
+def _bench(argv: list[str]) -> int:
+    """benchmarks/compare_backstores.py, which lives beside the package, not in it."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "compare_backstores.py"
+    spec = importlib.util.spec_from_file_location("compare_backstores", path)
+    if spec is None or spec.loader is None or not path.exists():
+        print(f"tcmu-harness: bench needs the checkout's {path}", file=sys.stderr)
+        return EXIT_USAGE
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return int(module.main(argv))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bisect-run"]:  # its exit statuses are git bisect's, not ours
         return bisect.run(argv[1:])
+    if argv[:1] == ["bench"]:  # benchmarks/compare_backstores.py parses its own options
+        return _bench(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so the VM is powered off and its temp dir removed.

@@ -15,24 +15,39 @@ import time
 
 
 class CommandLog:
-    def __init__(self, path: str) -> None:
-        # O_APPEND + one write per line: no buffering to flush, lines never interleave.
+    """batched=True: lines wait in memory until flush(), which writes them with one
+    write(2); the runner flushes before it tells the kernel of the completions, so a
+    command's line is in the file before its initiator sees the command complete."""
+
+    def __init__(self, path: str, *, batched: bool = False) -> None:
+        # O_APPEND + one write per line (or batch): lines never interleave.
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        self._pending: list[str] | None = [] if batched else None
+
+    def _line(self, line: str) -> None:
+        if self._pending is None:
+            os.write(self.fd, line.encode())
+        else:
+            self._pending.append(line)
 
     def command(self, cmd_id: int, cdb: bytes, status: int, sense: bytes, us: int) -> None:
-        os.write(
-            self.fd,
-            (
-                f'{{"cmd_id": {cmd_id}, "cdb": "{cdb.hex()}", "status": {status}, '
-                f'"sense": "{sense.hex()}", "t": {time.monotonic():.6f}, "us": {us}}}\n'
-            ).encode(),
+        self._line(
+            f'{{"cmd_id": {cmd_id}, "cdb": "{cdb.hex()}", "status": {status}, '
+            f'"sense": "{sense.hex()}", "t": {time.monotonic():.6f}, "us": {us}}}\n'
         )
 
     def tmr(self, tmr_type: int, cmd_ids: list[int]) -> None:
         ids = ", ".join(map(str, cmd_ids))
-        os.write(self.fd, f'{{"tmr": {tmr_type}, "cmd_ids": [{ids}]}}\n'.encode())
+        self._line(f'{{"tmr": {tmr_type}, "cmd_ids": [{ids}]}}\n')
+
+    def flush(self) -> None:
+        pending = self._pending
+        if pending:
+            os.write(self.fd, "".join(pending).encode())
+            pending.clear()
 
     def close(self) -> None:
         if self.fd >= 0:
+            self.flush()
             os.close(self.fd)
             self.fd = -1

@@ -321,7 +321,9 @@ class Ring:
         status = int(result.status)
         if not 0 <= status <= 0xFF or rsp_len < 0:
             raise ValueError(f"cmd {cmd_id}: bad status {status} or read_len {rsp_len}")
-        sense = bytes(result.sense[:SENSE_BUFFER_SIZE])
+        sense = result.sense
+        if sense:
+            sense = bytes(sense[:SENSE_BUFFER_SIZE])
         rsp = (cmd_id, uflags, status, rsp_len, sense)
         del self._inflight[cmd_id]
         if self.ooo:

@@ -86,6 +86,8 @@ class Runner:
         self._t0: dict[int, float] = {}  # deferred commands' handle() start (log only)
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._closed = False
+        self.wakeups = 0  # passes that found entries on the ring
+        self.commands = 0  # entries (commands and TMRs) they found
         self.ring = Ring(uio.map, self._defer)  # raises RingError (mailbox version)
 
     # -- any thread --------------------------------------------------------------------
@@ -124,17 +126,25 @@ class Runner:
                     self._netlink()
             if stopping:
                 self._drain_deferred()  # hand back what is finished; the rest stays
-                if self.ring.flush():
-                    self.uio.kick()
+                self._kick()
                 return
             self._pump()
 
     def _pump(self) -> None:
         items = self.ring.fetch()
         if items:
+            self.wakeups += 1
+            self.commands += len(items)
             self._dispatch(items)
         if self._deferred:
             self._drain_deferred()
+        self._kick()
+
+    def _kick(self) -> None:
+        """Publish the finished responses and tell the kernel, once for the whole batch;
+        their command-log lines are written first."""
+        if self.log_file is not None:
+            self.log_file.flush()
         if self.ring.flush():
             self.uio.kick()
 
@@ -340,7 +350,7 @@ def serve(
                 devmod.reset_ring(dev, 1, configfs)
             uio = uiomod.UioDevice.open(info, devfs)
             stack.callback(uio.close)
-            cmdlog = CommandLog(log_path) if log_path else None
+            cmdlog = CommandLog(log_path, batched=True) if log_path else None
             if cmdlog is not None:
                 stack.callback(cmdlog.close)
             nl, peer = _open_netlink(handler, info.minor, configfs) if netlink else (None, None)
@@ -362,6 +372,7 @@ def serve(
             except uiomod.DeviceGone:
                 log.info("%s was removed; stopping", info.name)
             finally:
+                log.info("served %d ring entries in %d wakeups", runner.commands, runner.wakeups)
                 try:
                     handler.quiesce()  # commands still running on the handler's threads
                     handler.close()
