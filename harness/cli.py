@@ -5,6 +5,7 @@
     tcmu-harness handler-info SPEC       a handler's storage methods and options (no VM)
     tcmu-harness compare RUN_A RUN_B     tests whose outcome changed between two runs
     tcmu-harness summary RUN             write a run's summary.html and summary.md
+    tcmu-harness vm up|status|down       a VM that stays up; pytest --vm-attach uses it
     tcmu-harness bisect-run [--kernel-build-dir DIR] -- PYTEST_ARGS
                                          one `git bisect run` step (0 good, 1 bad, 125 skip)
 
@@ -37,7 +38,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
-from harness import bisect, compare, summary
+from harness import bisect, compare, kept_vm, summary
 from harness.geometry import check_geometry, parse_size
 from harness.lun import (
     DEFAULT_HANDLER,
@@ -66,21 +67,23 @@ class UsageError(Exception):
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
     env = os.environ.get
-    common.add_argument("--kernel", default=env("TCMU_HARNESS_KERNEL"),
-                        help="kernel spec: default, deb:VERSION, BZIMAGE:MODROOT")
+    machine = argparse.ArgumentParser(add_help=False)  # the VM's options
+    machine.add_argument("--kernel", default=env("TCMU_HARNESS_KERNEL"),
+                         help="kernel spec: default, deb:VERSION, BZIMAGE:MODROOT")
+    machine.add_argument("--vm-memory", type=int, default=1024, metavar="MIB")
+    machine.add_argument("--vm-cpus", type=int, default=2)
+    machine.add_argument("--accel", choices=ACCELERATORS,
+                         default=env("TCMU_HARNESS_ACCEL", "auto"))
+    machine.add_argument("--cache-dir", type=Path, default=None)
+    machine.add_argument("-v", "--verbose", action="store_true", help="say what the VM does")
+    common = argparse.ArgumentParser(add_help=False, parents=[machine])
     common.add_argument("--handler", default=env("TCMU_HARNESS_HANDLER", DEFAULT_HANDLER),
                         help=f"handler spec (default {DEFAULT_HANDLER})")
     common.add_argument("--handler-opt", action="append", default=[], metavar="KEY=VALUE")
     common.add_argument("--size", default=str(DEFAULT_SIZE),
                         help="LUN size: bytes or K/M/G/T (default 64M)")
     common.add_argument("--block-size", type=int, default=512)
-    common.add_argument("--vm-memory", type=int, default=1024, metavar="MIB")
-    common.add_argument("--vm-cpus", type=int, default=2)
-    common.add_argument("--accel", choices=ACCELERATORS, default=env("TCMU_HARNESS_ACCEL", "auto"))
-    common.add_argument("--cache-dir", type=Path, default=None)
-    common.add_argument("-v", "--verbose", action="store_true", help="say what the VM does")
 
     parser = argparse.ArgumentParser(prog="tcmu-harness", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -100,6 +103,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("bench", add_help=False,
                    help="compare the Python handlers with tcmu-runner and LIO's backstores "
                         "under fio, in one VM (see bench --help)")
+    kept = sub.add_parser("vm", parents=[machine],
+                          help="a VM that stays up between sessions (pytest --vm-attach)")
+    kept.add_argument("action", choices=("up", "down", "status"))
     # Listed for --help; main() hands its arguments to harness.bisect unparsed.
     sub.add_parser("bisect-run", add_help=False,
                    help="one `git bisect run` step: pytest's outcome as 0 good, 1 bad, "
@@ -224,6 +230,14 @@ def _shell(args: argparse.Namespace) -> int:
             termios.tcsetattr(0, termios.TCSADRAIN, saved)
 
 
+def _kept_vm(args: argparse.Namespace) -> int:
+    config = VmConfig(kernel=args.kernel, memory_mb=args.vm_memory, cpus=args.vm_cpus,
+                      accel=args.accel, cache_dir=args.cache_dir or default_cache_dir(),
+                      log_dir=Path(__file__).resolve().parent.parent / "reports" / "vm")
+    action = {"up": kept_vm.up, "down": kept_vm.down, "status": kept_vm.status}[args.action]
+    return action(config)
+
+
 def _handler_info(args: argparse.Namespace) -> int:
     handler, options = handler_spec_from_cli(args.spec, [])
     spec = check_handler(handler, options)
@@ -269,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
             return compare.main(args.runs)
         if args.command == "summary":
             return summary.main([args.run])
+        if args.command == "vm":
+            return _kept_vm(args)
         return _run(args) if args.command == "run" else _shell(args)
     except (UsageError, HandlerOptionError, KernelError, ValueError) as exc:
         print(f"tcmu-harness: {exc}", file=sys.stderr)

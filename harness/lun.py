@@ -346,6 +346,12 @@ class LunManager:
     def delete_all(self) -> list[dict[str, Any]]:
         return [self.delete(lun) for lun in list(self.live.values())]
 
+    def clear_guest(self) -> list[str]:
+        """Delete every LUN the guest holds, this manager's or not (a kept VM keeps what
+        an interrupted earlier session left), then configfs leftovers; what was removed."""
+        removed = self.vm.call("lio.lun:delete_all", call_timeout=330)
+        return [*removed, *self.remove_leftovers()]
+
     def remove_leftovers(self) -> list[str]:
         """Delete configfs entries no live LUN owns; returns them (empty when clean)."""
         return self.vm.call("lio.lun:remove_leftovers", call_timeout=330)
