@@ -53,7 +53,10 @@ def test_interrupted_run_powers_the_vm_off_and_cleans_up(signum: int, tmp_path: 
         assert proc.stdout.readline() == "started\n"  # the guest command is running
         qemu = [p for p in processes_mentioning(str(tmp_path)) if "qemu-system" in p]
         assert len(qemu) == 1, "no QEMU of this run while the guest command runs"
-        assert len(list(tmp_path.glob("tcmu-harness-vm-*"))) == 1
+        [temp_dir] = tmp_path.glob("tcmu-harness-vm-*")
+        # Its owner's pid: a SIGKILLed run's dir is removed by the next VM's start
+        # (vm.machine.remove_stale_temp_dirs, tests/vm/test_machine_recovery.py).
+        assert (temp_dir / "owner.pid").read_text() == f"{proc.pid}\n"
         started = time.monotonic()
         proc.send_signal(signum)
         assert proc.wait(timeout=120) == 130
