@@ -9,17 +9,24 @@
     tcmu-harness bisect-run [--kernel-build-dir DIR] -- PYTEST_ARGS
                                          one `git bisect run` step (0 good, 1 bad, 125 skip)
 
-In the guest COMMAND runs as root with TCMU_SG and TCMU_DISK set to the LUN's /dev/sgN
-and /dev/sdX. The literal words $TCMU_SG and $TCMU_DISK in ARGS are replaced too, so
-quote them on the host: `tcmu-harness run -- sg_inq '$TCMU_SG'`. For pipes and
+In the guest COMMAND runs as root with TCMU_SG set to the LUN's /dev/sgN, and TCMU_DISK
+to its /dev/sdX when COMMAND names $TCMU_DISK (only then is the sd node looked for: a
+handler that sd does not bind, peripheral type 5 or qualifier 1, still runs commands
+that use only $TCMU_SG). The literal words $TCMU_SG and $TCMU_DISK in ARGS are replaced
+too, so quote them on the host: `tcmu-harness run -- sg_inq '$TCMU_SG'`. For pipes and
 redirections run a shell: `tcmu-harness run -- sh -c 'sg_inq $TCMU_SG | head -3'`.
+
+--paths N exports the one backstore through N tcm_loop targets: N I_T nexuses, each its
+own initiator port and sg node, as reservation and multipath reproductions need. Path 1
+is TCMU_SG (TCMU_DISK), path 2 TCMU_SG_2 (TCMU_DISK_2), and so on:
+`tcmu-harness run --paths 2 -- sh -c 'sg_persist -o -G -S 1 $TCMU_SG; sg_persist -k $TCMU_SG_2'`.
 
 The handler spec and its options are checked on the host before the VM boots.
 
 Exit status: COMMAND's own status; 4 for a usage error (bad option, unsatisfiable
 --kernel, bad handler spec or handler option); 125 when the harness itself could not
-set up (the VM did not boot, the LUN could not be created): `git bisect run` skips such
-a commit.
+set up (the VM did not boot, the LUN could not be created, COMMAND names $TCMU_DISK but
+the LUN got no sd node): `git bisect run` skips such a commit.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import shutil
 import signal
 import sys
@@ -60,6 +68,8 @@ from vm.machine import VirtualMachine
 EXIT_USAGE = 4
 EXIT_SETUP = 125
 GUEST_VARS = ("TCMU_SG", "TCMU_DISK")
+# $TCMU_DISK, ${TCMU_DISK_2}...: the sd nodes a command line names (path numbers from 1)
+_DISK_WORD = re.compile(r"\$\{?TCMU_DISK(?:_(\d+))?(?![A-Za-z0-9_])")
 
 
 class UsageError(Exception):
@@ -84,6 +94,9 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--size", default=str(DEFAULT_SIZE),
                         help="LUN size: bytes or K/M/G/T (default 64M)")
     common.add_argument("--block-size", type=int, default=512)
+    common.add_argument("--paths", type=int, default=1, metavar="N",
+                        help="I_T nexuses to the LUN (default 1): TCMU_SG, TCMU_SG_2 ... "
+                             "TCMU_SG_N (and TCMU_DISK_2 ...)")
 
     parser = argparse.ArgumentParser(prog="tcmu-harness", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -100,12 +113,12 @@ def _parser() -> argparse.ArgumentParser:
     diff.add_argument("runs", nargs=2, metavar="RUN", help="JUnit XML or a reports/<run id>/")
     page = sub.add_parser("summary", help="write a run's summary.html and summary.md")
     page.add_argument("run", metavar="RUN", help="JUnit XML or a reports/<run id>/")
-    sub.add_parser("bench", add_help=False,
-                   help="compare the Python handlers with tcmu-runner and LIO's backstores "
-                        "under fio, in one VM (see bench --help)")
     kept = sub.add_parser("vm", parents=[machine],
                           help="a VM that stays up between sessions (pytest --vm-attach)")
     kept.add_argument("action", choices=("up", "down", "status"))
+    sub.add_parser("bench", add_help=False,
+                   help="compare the Python handlers with tcmu-runner and LIO's backstores "
+                        "under fio, in one VM (see bench --help)")
     # Listed for --help; main() hands its arguments to harness.bisect unparsed.
     sub.add_parser("bisect-run", add_help=False,
                    help="one `git bisect run` step: pytest's outcome as 0 good, 1 bad, "
@@ -130,12 +143,14 @@ def _usage_errors_exit_4(parser: argparse.ArgumentParser) -> None:
 
 
 def substitute(argv: list[str], values: dict[str, str]) -> list[str]:
-    out = []
-    for arg in argv:
-        for name, value in values.items():
-            arg = arg.replace("${" + name + "}", value).replace("$" + name, value)
-        out.append(arg)
-    return out
+    """$NAME and ${NAME} of `values` replaced in every word; $TCMU_SG does not match
+    the start of $TCMU_SG_2 (a name ends where letters, digits and _ do)."""
+    word = re.compile(r"\$(\{)?([A-Za-z_][A-Za-z0-9_]*)(?(1)\})")
+
+    def value(match: re.Match[str]) -> str:
+        return values.get(match.group(2), match.group(0))
+
+    return [word.sub(value, arg) for arg in argv]
 
 
 @contextlib.contextmanager
@@ -153,8 +168,10 @@ def _session(args: argparse.Namespace) -> Iterator[tuple[VirtualMachine, Lun]]:
     except ValueError as exc:
         raise UsageError(f"--size: {exc}") from None
     check_geometry(size, args.block_size)
+    if args.paths < 1:
+        raise UsageError(f"--paths {args.paths}: give 1 or more I_T nexuses")
     spec = LunSpec(size=size, block_size=args.block_size, handler=handler,
-                   handler_options=options)
+                   handler_options=options, paths=args.paths)
     # Milestones on a terminal (or with -v): the boot takes tens of seconds under TCG and a
     # silent wait reads as a hang. Scripts and pipes see only the guest command's output.
     progress = log if args.verbose else (
@@ -167,8 +184,9 @@ def _session(args: argparse.Namespace) -> Iterator[tuple[VirtualMachine, Lun]]:
                  f"{vm.kernel.version if vm.kernel else '?'}, {vm.accel}); creating the LUN...")
         manager = LunManager(vm)
         lun = manager.create(spec)
-        progress(f"LUN {lun.name} ready after {time.monotonic() - started:.0f} s: {lun.sg} "
-                 f"{lun.sd} served by {args.handler}")
+        nodes = " ".join(path.sg for path in lun.paths)
+        progress(f"LUN {lun.name} ready after {time.monotonic() - started:.0f} s: {nodes} "
+                 f"served by {args.handler}")
         try:
             yield vm, lun
         finally:
@@ -176,6 +194,32 @@ def _session(args: argparse.Namespace) -> Iterator[tuple[VirtualMachine, Lun]]:
                 report = manager.delete(lun)
                 for error in report["errors"]:
                     print(f"tcmu-harness: teardown: {error}", file=sys.stderr)
+
+
+class NoDiskError(Exception):
+    """COMMAND names $TCMU_DISK but the LUN got no sd node: the handler's doing (what it
+    answers to INQUIRY or to sd's probe), so not a usage error."""
+
+
+def guest_values(lun: Lun, argv: list[str] | None) -> dict[str, str]:
+    """TCMU_SG[_N] for every path; TCMU_DISK[_N] for those `argv` names (every path
+    whose sd node exists, best effort, when argv is None: the interactive shell)."""
+    values: dict[str, str] = {}
+    named = {int(m.group(1) or 1) for arg in argv or [] for m in _DISK_WORD.finditer(arg)}
+    for number, path in enumerate(lun.paths, start=1):
+        suffix = "" if number == 1 else f"_{number}"
+        values[f"TCMU_SG{suffix}"] = path.sg
+        if argv is not None and number not in named:
+            continue
+        try:
+            values[f"TCMU_DISK{suffix}"] = path.sd
+        except AgentError as exc:
+            if exc.exc_type != "LunError":
+                raise
+            if argv is not None:
+                raise NoDiskError(f"the command names $TCMU_DISK{suffix}, but {exc.message}"
+                                  ) from None
+    return values
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -192,7 +236,7 @@ def _run(args: argparse.Namespace) -> int:
         target.flush()
 
     with _session(args) as (vm, lun):
-        values = {"TCMU_SG": lun.sg, "TCMU_DISK": lun.sd}
+        values = guest_values(lun, argv)
         result = vm.run(substitute(argv, values), env=values, timeout=args.timeout,
                         on_output=relay)
         if result.timed_out:
@@ -205,7 +249,9 @@ def _shell(args: argparse.Namespace) -> int:
     if not sys.stdin.isatty():
         raise UsageError("tcmu-harness shell needs a terminal; use tcmu-harness run for scripts")
     with _session(args) as (vm, lun):
-        print(f"tcmu-harness: guest shell; TCMU_SG={lun.sg} TCMU_DISK={lun.sd}; "
+        values = guest_values(lun, None)
+        shown = " ".join(f"{k}={v}" for k, v in values.items())
+        print(f"tcmu-harness: guest shell; {shown}; "
               "exit the shell to tear everything down", file=sys.stderr)
         cols, rows = shutil.get_terminal_size()
         saved = termios.tcgetattr(0)
@@ -222,8 +268,7 @@ def _shell(args: argparse.Namespace) -> int:
                 os.write(1, data)
 
             return vm.run_interactive(
-                ["/bin/bash", "-i"], env={"TCMU_SG": lun.sg, "TCMU_DISK": lun.sd,
-                                          "PS1": "tcmu-guest# "},
+                ["/bin/bash", "-i"], env={**values, "PS1": "tcmu-guest# "},
                 rows=rows, cols=cols, on_output=show, on_started=pump,
             )  # fmt: skip
         finally:
@@ -289,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, HandlerOptionError, KernelError, ValueError) as exc:
         print(f"tcmu-harness: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except HandlerSetupError as exc:  # the handler died, hung or failed to start
+    except (HandlerSetupError, NoDiskError) as exc:  # the handler died, hung, failed to start
         print(f"tcmu-harness: {exc}", file=sys.stderr)
         return EXIT_SETUP
     except AgentError as exc:

@@ -158,10 +158,8 @@ class Lun:
     def sd(self) -> str:
         """/dev/sdX in the guest, once the sd driver has probed the LUN (fails at once,
         naming the peripheral type, when the handler does not present a disk)."""
-        if self.path:
-            raise NotImplementedError(f"{self!r}: only path 0 resolves its /dev/sd node")
         if not self._sd:
-            self._sd = self.vm.call("lio.lun:block_device", name=self.name)
+            self._sd = self.vm.call("lio.lun:block_device", name=self.name, path=self.path)
         return self._sd
 
     @property

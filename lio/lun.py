@@ -405,11 +405,16 @@ def _uio_name(storage: UserBackedStorageObject) -> str:
     return f"tcm-user/{hba_index}/{storage.name}/{config}"
 
 
-def block_device(name: str, timeout: float = 30.0) -> str:
-    """The LUN's /dev/sdX, waiting for the sd driver's (asynchronous) probe. Not part of
-    create(): SG_IO needs only the sg node, and a handler that upsets the sd probe
-    (NOT READY to TEST UNIT READY makes sd spin up for 100 s) must not stall set-up."""
+def block_device(name: str, timeout: float = 30.0, path: int = 0) -> str:
+    """The LUN's /dev/sdX (through path `path`: 0 its own target, 1.. add_path's),
+    waiting for the sd driver's (asynchronous) probe. Not part of create(): SG_IO needs
+    only the sg node, and a handler that upsets the sd probe (NOT READY to TEST UNIT
+    READY makes sd spin up for 100 s) must not stall set-up."""
     lun = _get(name)
+    if path:
+        lun.path_sg(path)  # names the valid paths when `path` is not one
+        return _wait_for_node(lun.paths[path - 1].address, "block/sd*",
+                              time.monotonic() + timeout)
     if not lun.sd:
         lun.sd = _wait_for_node(lun.address, "block/sd*", time.monotonic() + timeout)
     return lun.sd
@@ -427,6 +432,15 @@ def _wait_for_node(address: str, pattern: str, deadline: float) -> str:
             node = f"/dev/{os.path.basename(found[0])}"
             if os.path.exists(node):
                 return node
+        if pattern.startswith("block/") and os.path.exists(f"{base}/inquiry"):
+            with open(f"{base}/inquiry", "rb") as f:
+                qualifier = f.read(1)[0] >> 5
+            if qualifier:  # scsi_bus_match binds upper drivers to qualifier 0 only
+                raise LunError(
+                    f"SCSI device {address} gets no /dev/sd node: its INQUIRY says peripheral "
+                    f"qualifier {qualifier}, and the SCSI bus binds drivers such as sd only "
+                    "to qualifier 0 (connected)"
+                )
         if pattern.startswith("block/") and os.path.exists(f"{base}/type"):
             pdt = int(_read(f"{base}/type"))
             if pdt != 0:  # sd binds direct-access devices only

@@ -18,9 +18,11 @@ from harness.lun import (
 
 
 def test_substitute_replaces_both_spellings_and_nothing_else() -> None:
-    argv = ["sg_inq", "$TCMU_SG", "${TCMU_DISK}", "$TCMU_SGX", "$HOME"]
-    values = {"TCMU_SG": "/dev/sg3", "TCMU_DISK": "/dev/sdb"}
-    assert cli.substitute(argv, values) == ["sg_inq", "/dev/sg3", "/dev/sdb", "/dev/sg3X", "$HOME"]
+    argv = ["sg_inq", "$TCMU_SG", "${TCMU_DISK}", "$TCMU_SGX", "$HOME", "$TCMU_SG_2,${TCMU_SG}_2"]
+    values = {"TCMU_SG": "/dev/sg3", "TCMU_DISK": "/dev/sdb", "TCMU_SG_2": "/dev/sg4"}
+    # As a shell reads them: $TCMU_SGX and $TCMU_SG_2 are other names than $TCMU_SG.
+    assert cli.substitute(argv, values) == ["sg_inq", "/dev/sg3", "/dev/sdb", "$TCMU_SGX",
+                                            "$HOME", "/dev/sg4,/dev/sg3_2"]
 
 
 def test_handler_options_need_key_equals_value() -> None:
