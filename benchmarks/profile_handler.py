@@ -50,6 +50,51 @@ def top_frames(raw: str, limit: int = 15
     return sum(own.values()), own.most_common(limit), inclusive.most_common(limit)
 
 
+def _profile_job(job: fio.Job, args: argparse.Namespace, py_spy: str, workdir: str) -> None:
+    from lio import lun
+
+    name = f"profile_{job.iodepth}"
+    lun.create(name, size=64 << 20, handler=args.handler)
+    try:
+        disk = lun.block_device(name)
+        pid = lun._get(name).handler.pid
+        with open(f"{workdir}/prefill.fio", "w") as f:
+            f.write(fio.job_file(disk, fio.PREFILL_JOB, 0, 0))
+        subprocess.run(["fio", "--output-format=json", f"{workdir}/prefill.fio"],
+                       check=True, capture_output=True)
+        path = f"{workdir}/{job.name}.fio"
+        with open(path, "w") as f:
+            f.write(fio.job_file(disk, job, args.runtime, 0))
+        out = f"{workdir}/{job.name}.txt"
+        spy = subprocess.Popen([py_spy, "record", "--nonblocking", "--format", "raw",
+                                "-r", str(args.rate), "-d", str(int(args.runtime)),
+                                "-p", str(pid), "-o", out],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cpu0, t0 = _cpu_s(pid), time.monotonic()
+        done = subprocess.run(["fio", "--output-format=json", path], capture_output=True,
+                              text=True, check=True)
+        share = (_cpu_s(pid) - cpu0) / (time.monotonic() - t0)
+        spy.wait(30)
+    finally:
+        report = lun.delete(name)
+    figures = fio.parse(json.loads(fio.json_part(done.stdout)))[job.name]
+    per_io = share / figures.iops * 1e6 if figures.iops else 0.0
+    served = [line for line in report["handler_output"].splitlines() if "wakeups" in line]
+    print(f"== {job.name}: {figures.iops:.0f} IOPS, p50 {figures.lat_p50_us:.0f} us, "
+          f"handler CPU {share:.0%} of one CPU, {per_io:.0f} us of it per I/O; handler "
+          f"{served[-1].split(' INFO ')[-1] if served else 'gave no wakeup count'} "
+          "(prefill included)")
+    with open(out) as f:
+        total, own, inclusive = top_frames(f.read())
+    total = total or 1
+    print("  self:")
+    for frame, count in own:
+        print(f"    {count / total:6.1%}  {frame}")
+    print("  inclusive:")
+    for frame, count in inclusive:
+        print(f"    {count / total:6.1%}  {frame}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -58,50 +103,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     args = parser.parse_args(argv)
     py_spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
-    from lio import lun
 
     workdir = tempfile.mkdtemp(prefix="tcmu-profile-")
-    name = "profile"
-    lun.create(name, size=64 << 20, handler=args.handler)
     try:
-        disk = lun.block_device(name)
-        pid = lun._get(name).handler.pid
-        subprocess.run(["fio", "--output-format=json", "--name=prefill", f"--filename={disk}",
-                        "--rw=write", "--bs=1m", "--direct=1", "--ioengine=libaio"],
-                       check=True, capture_output=True)
-        for job_name in JOBS:
-            job = fio.JOBS_BY_NAME[job_name]
-            path = f"{workdir}/{job.name}.fio"
-            with open(path, "w") as f:
-                f.write(fio.job_file(disk, job, args.runtime, 0))
-            out = f"{workdir}/{job.name}.txt"
-            spy = subprocess.Popen([py_spy, "record", "--nonblocking", "--format", "raw",
-                                    "-r", str(args.rate), "-d", str(int(args.runtime)),
-                                    "-p", str(pid), "-o", out],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            cpu0, t0 = _cpu_s(pid), time.monotonic()
-            done = subprocess.run(["fio", "--output-format=json", path], capture_output=True,
-                                  text=True, check=True)
-            share = (_cpu_s(pid) - cpu0) / (time.monotonic() - t0)
-            spy.wait(30)
-            figures = fio.parse(json.loads(fio.json_part(done.stdout)))[job.name]
-            print(f"== {job.name}: {figures.iops:.0f} IOPS, p50 {figures.lat_p50_us:.0f} us, "
-                  f"handler CPU {share:.0%} of one CPU")
-            with open(out) as f:
-                total, own, inclusive = top_frames(f.read())
-            total = total or 1
-            print("  self:")
-            for frame, count in own:
-                print(f"    {count / total:6.1%}  {frame}")
-            print("  inclusive:")
-            for frame, count in inclusive:
-                print(f"    {count / total:6.1%}  {frame}")
+        for job_name in JOBS:  # a LUN per job: its handler's wakeup count is the job's
+            _profile_job(fio.JOBS_BY_NAME[job_name], args, py_spy, workdir)
     finally:
-        lun.delete(name)
         shutil.rmtree(workdir, ignore_errors=True)
         import multiprocessing
 
-        for child in multiprocessing.active_children():
+        for child in multiprocessing.active_children():  # lio.handlers' spare
             child.terminate()
             child.join(10)
     return 0
