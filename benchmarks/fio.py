@@ -52,6 +52,7 @@ def job_file(device: str, job: Job, runtime_s: float, ramp_s: float) -> str:
         "direct=1",
         "randrepeat=0",
         "norandommap=1",
+        "lat_percentiles=1",  # percentiles of submission + completion latency
         f"rw={job.rw}",
         f"bs={job.bs}",
         f"iodepth={job.iodepth}",
@@ -63,7 +64,8 @@ def job_file(device: str, job: Job, runtime_s: float, ramp_s: float) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class JobFigures:
-    """What one job measured: IOPS, bandwidth and completion latency percentiles."""
+    """What one job measured: IOPS, bandwidth and total (submission + completion)
+    latency percentiles."""
 
     name: str
     iops: float
@@ -81,12 +83,13 @@ class FioOutputError(ValueError):
     """fio's JSON lacks what a job's figures need."""
 
 
-def _percentile(clat: dict[str, Any], pct: str) -> float:
-    table = clat.get("percentile") or {}
+def _percentile(lat: dict[str, Any], pct: str) -> float:
+    table = lat.get("percentile") or {}
     for key, value in table.items():
         if abs(float(key) - float(pct)) < 1e-6:
             return float(value) / 1000.0
-    raise FioOutputError(f"no {pct}th percentile in fio's clat_ns (have {sorted(table)})")
+    raise FioOutputError(f"no {pct}th percentile in fio's lat_ns (have {sorted(table)}): "
+                         "run fio with lat_percentiles=1")
 
 
 def parse(report: dict[str, Any]) -> dict[str, JobFigures]:
@@ -104,16 +107,18 @@ def parse(report: dict[str, Any]) -> dict[str, JobFigures]:
         if entry.get("error"):
             raise FioOutputError(f"fio job {name} failed with error {entry['error']}")
         side = entry.get(job.direction)
-        if not isinstance(side, dict) or "clat_ns" not in side:
+        if not isinstance(side, dict) or "lat_ns" not in side:
             raise FioOutputError(f"fio job {name} has no '{job.direction}' figures")
-        clat = side["clat_ns"]
+        # Total latency (lat_ns = slat + clat), not clat: an in-kernel backstore often
+        # completes a write inside io_submit, leaving clat near zero.
+        lat = side["lat_ns"]
         out[name] = JobFigures(
             name=name,
             iops=float(side["iops"]),
             bw_mib_s=float(side["bw_bytes"]) / (1 << 20),
-            lat_p50_us=_percentile(clat, "50"),
-            lat_p99_us=_percentile(clat, "99"),
-            lat_mean_us=float(clat.get("mean", 0.0)) / 1000.0,
+            lat_p50_us=_percentile(lat, "50"),
+            lat_p99_us=_percentile(lat, "99"),
+            lat_mean_us=float(lat.get("mean", 0.0)) / 1000.0,
             ios=int(side.get("total_ios", 0)),
         )
     return out

@@ -42,7 +42,7 @@ def _fmt_ratio(value: float | None) -> str:
 
 
 def table(results: Results) -> str:
-    """One row per (job, backstore): IOPS, MiB/s, p50/p99 completion latency, and for
+    """One row per (job, backstore): IOPS, MiB/s, p50/p99 total latency, and for
     Python handlers the IOPS ratio to tcmu-runner and to rd_mcp."""
     header = (f"{'job':18s} {'backstore':18s} {'IOPS':>9s} {'MiB/s':>8s} {'p50 us':>9s} "
               f"{'p99 us':>9s} {'/runner':>8s} {'/rd_mcp':>8s}")
