@@ -7,6 +7,8 @@ which makes the handler do one thing to the ring that the kernel must then handl
 - SHORT_READ_OPCODE: data-in of SHORT_READ_BYTES bytes whatever the buffer, reported
   with READ_LEN: the initiator must see the rest as a residual;
 - SENSE_OPCODE: CHECK CONDITION with ODD_SENSE, sense bytes no kernel would make up.
+- SENSE_WITH_DATA_OPCODE: CHECK CONDITION with ODD_SENSE and, with READ_LEN, the
+  SHORT_READ_BYTES of SHORT_READ_DATA as data-in (sense and data together);
 - HOLD_OPCODE: held in the ring (deferred) and completed later from another thread,
   in reverse arrival order, with data-in made from a tag in the CDB (HoldingDisk):
   commands in flight for as long as a test needs, completed out of order.
@@ -33,6 +35,7 @@ from tcmu.options import Option
 SLOW_OPCODE = 0xC1
 SHORT_READ_OPCODE = 0xC2
 SENSE_OPCODE = 0xC3
+SENSE_WITH_DATA_OPCODE = 0xC5
 _NO_FIELDS = "00 00 00 00 00 00 00 00 00"  # a 10-byte CDB with nothing settable
 
 SHORT_READ_BYTES = 100
@@ -57,6 +60,11 @@ class KernelProbeDisk(RamDisk):
     @scsi_command(SENSE_OPCODE, usage=_NO_FIELDS)
     def odd_sense(self, cmd: Command) -> Result:
         return Result(Status.CHECK_CONDITION, ODD_SENSE)
+
+    @scsi_command(SENSE_WITH_DATA_OPCODE, usage=_NO_FIELDS)
+    def sense_with_data(self, cmd: Command) -> Result:
+        return Result(Status.CHECK_CONDITION, ODD_SENSE, SHORT_READ_DATA,
+                      read_len=SHORT_READ_BYTES)
 
 
 class SlowDisk(KernelProbeDisk):

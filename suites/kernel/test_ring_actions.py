@@ -117,7 +117,7 @@ def test_reset_ring_1_makes_the_initiator_retry_and_a_restarted_handler_answers(
     pending = in_background(lambda: concurrently(
         lun, [{"cdb": hold_cdb(1), "data_in_len": 4096, "timeout": 60}])[0])
     time.sleep(1.5)
-    assert lun.kill_handler() == -9
+    lun.kill_handler()  # SIGKILL
     action(lun, "reset_ring", 1)
     time.sleep(2.0)  # BUSY, retried, back in the ring by then
     assert not pending.done(), "a BUSY from reset_ring=1 reached the initiator"

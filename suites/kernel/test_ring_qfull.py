@@ -17,6 +17,7 @@ from collections.abc import Callable
 import pytest
 
 from harness.lun import Lun, LunManager
+from initiator.linux_codes import HostStatus
 from scsi.constants import Status
 from suites.kernel.kernel_handlers import hold_cdb, hold_pattern
 from suites.kernel.ring_io import concurrently, held
@@ -86,3 +87,23 @@ def test_a_queued_command_enters_the_ring_when_space_frees(
     order = [tag for tag, _ in held(lun)]
     assert sorted(order[:2]) == [1, 2] and order[2:] == [PROBE_TAG], (
         f"HOLD tags in completion order: {order}")
+
+
+def test_a_command_queued_past_its_sg_io_timeout_is_aborted_out_of_the_queue(
+    helper_lun: Callable[..., Lun], lun_manager: LunManager,
+    require_attribute: Callable[[str], None],
+) -> None:
+    """attrib/qfull_time_out=10 and an SG_IO timeout of 2 s: the command waits in the
+    kernel's qfull queue (not refused, so no TASK SET FULL as with qfull_time_out=0) until
+    SCSI error handling aborts it; tcmu_tmr_notify takes it off the queue and completes
+    it at once, so the initiator gets DID_TIME_OUT well before the holders finish (6 s)
+    and the command never reaches the handler (measured on 6.1: 3.11 s for qfull_time_out
+    3)."""
+    require_attribute("qfull_time_out")
+    lun, results = _full_data_area_and_probe(helper_lun, lun_manager, qfull_time_out=10,
+                                             hold_s=6, probe_timeout=2)
+    probe = results[2]
+    assert (probe.host_status, probe.status) == (HostStatus.DID_TIME_OUT, Status.GOOD), (
+        probe.describe())
+    assert probe.duration_s < 4.5, probe.describe()
+    assert PROBE_TAG not in [tag for tag, _ in held(lun)], "the aborted command reached the handler"

@@ -19,6 +19,7 @@ from scsi.constants import Asc, Opcode, SenseKey, Status
 from suites.kernel.kernel_handlers import (
     ODD_SENSE,
     SENSE_OPCODE,
+    SENSE_WITH_DATA_OPCODE,
     SHORT_READ_BYTES,
     SHORT_READ_DATA,
     SHORT_READ_OPCODE,
@@ -85,6 +86,22 @@ def test_read_len_shortens_the_data_in_and_the_initiator_sees_a_residual(
     result = lun.cdb(_cdb10(SHORT_READ_OPCODE), data_in_len=512).expect_good()
     assert result.resid == 512 - SHORT_READ_BYTES, result.describe()
     assert result.data == SHORT_READ_DATA
+
+
+def test_check_condition_with_read_len_delivers_both_the_data_and_the_sense(
+    helper_lun: Callable[..., Lun],
+) -> None:
+    """A handler answering CHECK CONDITION with READ_LEN (rsp.read_len=100 of a 512-byte
+    buffer): tcmu_handle_completion copies the sense and, read_len being valid, marks
+    the command SCF_TREAT_READ_AS_NORMAL and gathers the data; tcm_loop then hands the
+    initiator the status, the sense bytes unchanged, the 100 bytes and a residual of
+    412 (tcm_loop's READ with data and sense, fixed in 5.8)."""
+    lun = helper_lun("KernelProbeDisk")
+    result = lun.cdb(_cdb10(SENSE_WITH_DATA_OPCODE), data_in_len=512)
+    assert result.status == Status.CHECK_CONDITION, result.describe()
+    _assert_sense_is(result, ODD_SENSE)
+    assert (result.data, result.resid) == (SHORT_READ_DATA, 512 - SHORT_READ_BYTES), (
+        result.describe())
 
 
 def test_a_handler_slower_than_cmd_time_out_gets_not_ready_and_the_ring_keeps_working(
