@@ -66,6 +66,10 @@ def _profile_job(job: fio.Job, args: argparse.Namespace, py_spy: str, workdir: s
         with open(path, "w") as f:
             f.write(fio.job_file(disk, job, args.runtime, 0))
         out = f"{workdir}/{job.name}.txt"
+        threads = subprocess.run([py_spy, "dump", "--nonblocking", "-p", str(pid)],
+                                 capture_output=True, text=True, check=False).stdout
+        print(f"-- handler threads before {job.name}: "
+              f"{'; '.join(x for x in threads.splitlines() if x.startswith('Thread'))}")
         spy = subprocess.Popen([py_spy, "record", "--nonblocking", "--format", "raw",
                                 "-r", str(args.rate), "-d", str(int(args.runtime)),
                                 "-p", str(pid), "-o", out],
