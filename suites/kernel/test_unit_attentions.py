@@ -56,6 +56,13 @@ def pending(*luns: Lun) -> list[tuple[int, int] | None]:
     return found
 
 
+def sense_key(sense: bytes) -> int | None:
+    """The sense key of fixed (0x70/0x71) or descriptor (0x72/0x73) sense data."""
+    if len(sense) < 3:
+        return None
+    return (sense[1] if sense[0] & 0x7F in (0x72, 0x73) else sense[2]) & 0x0F
+
+
 def lun_reset(*luns: Lun) -> None:
     """LOGICAL UNIT RESET through each path's sg node at once (sg_reset -d per path, in
     parallel), bounded by 60 s; all must succeed."""
@@ -99,9 +106,10 @@ def test_mapping_another_lun_tells_the_target_s_other_luns(
     lun_manager.vm.call("lio.lun:map_again", name=a.name, lun_index=1)
     assert pending(a, b) == [UA_LUNS_CHANGED, None]
     # The handler's log also has the kernel's probe of the new LUN 1 (the same
-    # backstore); none of its answers is a unit attention: 3F/0E was LIO's.
+    # backstore; 6.12's sd asks for a mode page the RAM disk refuses, 24/00); none of
+    # its answers is a unit attention: 3F/0E was LIO's.
     log = a.handler_commands()[since:]
-    assert [c for c in log if c.status != Status.GOOD] == []
+    assert [c for c in log if sense_key(c.sense) == SenseKey.UNIT_ATTENTION] == []
     assert [c.opcode for c in log].count(Opcode.TEST_UNIT_READY) >= 2
 
 
