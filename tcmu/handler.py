@@ -146,12 +146,16 @@ class Result:
       runtime reports it to the kernel (READ_LEN) when the kernel offers CAP_READ_LEN,
       so the initiator sees a residual. With `data` given and read_len None, the runtime
       uses len(data) capped at the buffer size.
+    unknown_op: hand the command back with TCMU_UFLAG_UNKNOWN_OP (status and sense are
+      then ignored): the kernel fails it with CHECK CONDITION, NOT READY, LOGICAL UNIT
+      COMMUNICATION FAILURE (08/00), as it does for a daemon that lacks the operation.
     """
 
     status: int = Status.GOOD
     sense: bytes = b""
     data: bytes | None = None
     read_len: int | None = None
+    unknown_op: bool = False
 
     @classmethod
     def good(cls, data: bytes | None = None, read_len: int | None = None) -> Result:

@@ -318,6 +318,8 @@ class Ring:
         if read_len is not None and self.read_len_cap and read_len < len(data_in):
             uflags = _UF_READ_LEN
             rsp_len = read_len
+        if result.unknown_op:
+            uflags |= _UF_UNKNOWN_OP
         status = int(result.status)
         if not 0 <= status <= 0xFF or rsp_len < 0:
             raise ValueError(f"cmd {cmd_id}: bad status {status} or read_len {rsp_len}")

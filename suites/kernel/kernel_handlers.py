@@ -9,6 +9,7 @@ which makes the handler do one thing to the ring that the kernel must then handl
 - SENSE_OPCODE: CHECK CONDITION with ODD_SENSE, sense bytes no kernel would make up.
 - SENSE_WITH_DATA_OPCODE: CHECK CONDITION with ODD_SENSE and, with READ_LEN, the
   SHORT_READ_BYTES of SHORT_READ_DATA as data-in (sense and data together);
+- UNKNOWN_OP_OPCODE: handed back with TCMU_UFLAG_UNKNOWN_OP (Result.unknown_op);
 - HOLD_OPCODE: held in the ring (deferred) and completed later from another thread,
   in reverse arrival order, with data-in made from a tag in the CDB (HoldingDisk):
   commands in flight for as long as a test needs, completed out of order.
@@ -36,6 +37,7 @@ SLOW_OPCODE = 0xC1
 SHORT_READ_OPCODE = 0xC2
 SENSE_OPCODE = 0xC3
 SENSE_WITH_DATA_OPCODE = 0xC5
+UNKNOWN_OP_OPCODE = 0xC6
 _NO_FIELDS = "00 00 00 00 00 00 00 00 00"  # a 10-byte CDB with nothing settable
 
 SHORT_READ_BYTES = 100
@@ -60,6 +62,10 @@ class KernelProbeDisk(RamDisk):
     @scsi_command(SENSE_OPCODE, usage=_NO_FIELDS)
     def odd_sense(self, cmd: Command) -> Result:
         return Result(Status.CHECK_CONDITION, ODD_SENSE)
+
+    @scsi_command(UNKNOWN_OP_OPCODE, usage=_NO_FIELDS)
+    def unknown_op(self, cmd: Command) -> Result:
+        return Result(unknown_op=True)
 
     @scsi_command(SENSE_WITH_DATA_OPCODE, usage=_NO_FIELDS)
     def sense_with_data(self, cmd: Command) -> Result:

@@ -24,6 +24,7 @@ from suites.kernel.kernel_handlers import (
     SHORT_READ_DATA,
     SHORT_READ_OPCODE,
     SLOW_OPCODE,
+    UNKNOWN_OP_OPCODE,
 )
 
 pytestmark = pytest.mark.vm
@@ -86,6 +87,20 @@ def test_read_len_shortens_the_data_in_and_the_initiator_sees_a_residual(
     result = lun.cdb(_cdb10(SHORT_READ_OPCODE), data_in_len=512).expect_good()
     assert result.resid == 512 - SHORT_READ_BYTES, result.describe()
     assert result.data == SHORT_READ_DATA
+
+
+def test_unknown_op_from_the_handler_is_not_ready_logical_unit_communication_failure(
+    helper_lun: Callable[..., Lun],
+) -> None:
+    """A response with TCMU_UFLAG_UNKNOWN_OP (the runtime sends it for
+    Result(unknown_op=True)): tcmu_handle_completion ignores the entry's status and sense
+    and completes the command with CHECK CONDITION and no sense of its own, which LIO
+    reports as NOT READY, LOGICAL UNIT COMMUNICATION FAILURE (08/00); the next command
+    is served as usual."""
+    lun = helper_lun("KernelProbeDisk")
+    result = lun.cdb(_cdb10(UNKNOWN_OP_OPCODE))
+    result.expect_check(SenseKey.NOT_READY, Asc.LOGICAL_UNIT_COMMUNICATION_FAILURE)
+    lun.cdb(cdb.test_unit_ready()).expect_good()
 
 
 def test_check_condition_with_read_len_delivers_both_the_data_and_the_sense(
