@@ -81,16 +81,20 @@ def run_backstores(vm: VirtualMachine, args: argparse.Namespace,
     """benchmarks.guest_backstores in the guest; its progress lines go to stderr, each
     stamped with the host's load average (also kept in `loads`)."""
     pending = ""
+    backstore = ""
 
     def on_output(stream: str, data: bytes) -> None:
-        nonlocal pending
+        nonlocal pending, backstore
         if stream != "stderr":
             return
         pending += data.decode(errors="replace")
         while "\n" in pending:
             line, pending = pending.split("\n", 1)
             load = _load()
-            if line.startswith("bench: ") and not line.startswith("bench:   "):
+            if line.startswith("bench:   "):  # a job's figures: under its backstore's name
+                loads[f"{backstore} {line[9:].split(':', 1)[0]}"] = load
+            elif line.startswith("bench: "):
+                backstore = line[7:].split(":", 1)[0]
                 loads[line[7:].strip()] = load
             print(f"{line}   [host load {load[0]:.2f}]", file=sys.stderr, flush=True)
 
