@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from harness.junit import read_run
+from tests.e2e.process_table import processes_mentioning
 
 pytestmark = pytest.mark.vm
 
@@ -120,18 +121,6 @@ def test_a_session_with_four_injected_failures_fails_exactly_those(tmp_path: Pat
     assert sorted(p.name for p in (tmp_path / "vm").iterdir()) == [
         "session-boot2-console.log", "session-boot3-console.log", "session-console.log"]
     # Nothing of the run is left: no QEMU with its temp dirs in argv, no temp dir.
-    assert _processes_mentioning(str(tmp_path)) == []
+    assert processes_mentioning(str(tmp_path)) == []
     assert list(tmp_path.glob("tcmu-harness-vm-*")) == []
     print(f"inner session: {took:.0f} s")
-
-
-def _processes_mentioning(text: str) -> list[str]:
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            argv = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in argv and str(os.getpid()) != cmdline.parent.name:
-            found.append(f"{cmdline.parent.name}: {argv}")
-    return found

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.process_table import processes_mentioning
+
 pytestmark = pytest.mark.vm
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -20,19 +22,6 @@ PROJECT = Path(__file__).resolve().parents[2]
 # interrupted run abandons the guest (QEMU killed) instead of tearing its LUN down and
 # powering it off, which took 7.6 s there (about 15 s before that).
 UNWIND_BOUND = 5.0
-
-
-def processes_mentioning(text: str) -> list[str]:
-    """'pid: argv' of every process whose command line contains `text` (not this one)."""
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            argv = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in argv and cmdline.parent.name != str(os.getpid()):
-            found.append(f"{cmdline.parent.name}: {argv}")
-    return found
 
 
 def _ignore_sigint() -> None:  # what a script's background job inherits
