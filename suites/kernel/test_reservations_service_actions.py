@@ -37,7 +37,7 @@ from collections.abc import Callable
 
 import pytest
 
-from harness.lun import Lun
+from harness.lun import Lun, LunManager
 from initiator import cdb
 from initiator.result import CdbResult
 from scsi.constants import Opcode, PrInAction, PrOutAction, PrType, SenseKey, Status
@@ -54,11 +54,14 @@ RESERVATION_OPCODES = {Opcode.PERSISTENT_RESERVE_IN, Opcode.PERSISTENT_RESERVE_O
 
 
 @pytest.fixture
-def nexuses(make_lun: Callable[..., Lun], require_attribute: Callable[[str], None]
-            ) -> tuple[Lun, Lun, Lun]:
-    """Paths A, B and C: one fresh LUN seen through three I_T nexuses."""
+def nexuses(helper_lun: Callable[..., Lun], lun_manager: LunManager,
+            require_attribute: Callable[[str], None]) -> tuple[Lun, Lun, Lun]:
+    """Paths A, B and C: one fresh LUN seen through three I_T nexuses. The kernel's
+    behaviour is under test, so one handler (helper_lun), whatever --handler says."""
     require_attribute("pgr_support")
-    a = make_lun(size=1 << 20, paths=3)
+    a = helper_lun("KernelProbeDisk")
+    lun_manager.add_path(a)
+    lun_manager.add_path(a)
     return a, a.paths[1], a.paths[2]
 
 
