@@ -41,6 +41,7 @@ from harness.lun import Lun, LunManager
 from initiator import cdb
 from initiator.result import CdbResult
 from scsi.constants import Opcode, PrInAction, PrOutAction, PrType, SenseKey, Status
+from suites.kernel.nexus import pending_unit_attentions
 
 pytestmark = pytest.mark.vm
 
@@ -106,22 +107,6 @@ def conflict(result: CdbResult) -> None:
     assert result.sense == b"", f"RESERVATION CONFLICT with sense\n{result.describe()}"
 
 
-def unit_attentions(*luns: Lun) -> list[tuple[int, int] | None]:
-    """Each nexus's pending unit attention (ASC, ASCQ) or None, read with TEST UNIT
-    READY, then a second TUR that must be GOOD: a unit attention is reported once."""
-    found: list[tuple[int, int] | None] = []
-    for lun in luns:
-        first = lun.cdb(cdb.test_unit_ready())
-        if first.status == Status.GOOD:
-            found.append(None)
-            continue
-        first.expect_check(SenseKey.UNIT_ATTENTION)
-        sense = first.sense
-        found.append((sense[12], sense[13]))
-        lun.cdb(cdb.test_unit_ready()).expect_good()
-    return found
-
-
 def handler_saw(lun: Lun, since: int) -> list[int]:
     """Opcodes of the commands the handler completed after its first `since` ones."""
     return [c.opcode for c in lun.handler_commands()[since:]]
@@ -144,7 +129,7 @@ def test_clear_drops_everything_and_preempts_the_other_registrants(
     # Read through B and C: A's first command, PR IN included, is its unit attention.
     assert read_keys(c) == (generation + 1, [])
     assert read_reservation(b) is None
-    assert unit_attentions(a, b, c) == [UA_RESERVATIONS_PREEMPTED, None, None]
+    assert pending_unit_attentions(a, b, c) == [UA_RESERVATIONS_PREEMPTED, None, None]
     assert handler_saw(a, since) == [Opcode.TEST_UNIT_READY] * 3
 
 
@@ -162,7 +147,7 @@ def test_clear_with_a_key_that_is_not_the_callers_conflicts(
     conflict(pr_out(b, PrOutAction.CLEAR, KEY_A))
     pr_out(c, PrOutAction.CLEAR, KEY_C).expect_check(SenseKey.NOT_READY, 0x08, 0x00)
     assert read_keys(a) == before
-    assert unit_attentions(a, b, c) == [None, None, None]
+    assert pending_unit_attentions(a, b, c) == [None, None, None]
 
 
 def test_release_of_a_registrants_only_reservation_tells_the_other_registrants(
@@ -183,10 +168,10 @@ def test_release_of_a_registrants_only_reservation_tells_the_other_registrants(
            pr_type=PrType.WRITE_EXCLUSIVE_REGISTRANTS_ONLY).expect_good()
     assert read_reservation(c) is None
     assert read_keys(c)[1] == [KEY_A, KEY_B]
-    assert unit_attentions(a, b, c) == [None, UA_RESERVATIONS_RELEASED, None]
+    assert pending_unit_attentions(a, b, c) == [None, UA_RESERVATIONS_RELEASED, None]
     pr_out(a, PrOutAction.RESERVE, KEY_A, pr_type=PrType.WRITE_EXCLUSIVE).expect_good()
     pr_out(a, PrOutAction.RELEASE, KEY_A, pr_type=PrType.WRITE_EXCLUSIVE).expect_good()
-    assert unit_attentions(a, b, c) == [None, None, None]
+    assert pending_unit_attentions(a, b, c) == [None, None, None]
     assert handler_saw(a, since) == [Opcode.TEST_UNIT_READY] * 6
 
 
@@ -244,7 +229,7 @@ def test_all_registrants_reservations(nexuses: tuple[Lun, Lun, Lun], pr_type: Pr
     assert handler_saw(a, since) == expected
     pr_out(b, PrOutAction.RELEASE, KEY_B, pr_type=pr_type).expect_good()
     assert read_reservation(b) is None
-    assert unit_attentions(a, b, c) == [UA_RESERVATIONS_RELEASED, None, None]
+    assert pending_unit_attentions(a, b, c) == [UA_RESERVATIONS_RELEASED, None, None]
 
 
 class StatusDescriptor:

@@ -26,6 +26,7 @@ import pytest
 from harness.lun import Lun, LunManager
 from initiator import cdb
 from scsi.constants import Opcode, SenseKey, Status
+from suites.kernel.nexus import pending_unit_attentions
 
 pytestmark = pytest.mark.vm
 
@@ -40,21 +41,6 @@ def paths(helper_lun: Callable[..., Lun], lun_manager: LunManager) -> tuple[Lun,
     RAM disk of kernel_handlers.py whatever --handler says (the kernel is under test)."""
     a = helper_lun("KernelProbeDisk")
     return a, lun_manager.add_path(a)
-
-
-def pending(*luns: Lun) -> list[tuple[int, int] | None]:
-    """Each nexus's unit attention (ASC, ASCQ) or None, read with TEST UNIT READY; after
-    a unit attention a second TUR must be GOOD (reported once, SAM-5 5.14)."""
-    found: list[tuple[int, int] | None] = []
-    for lun in luns:
-        first = lun.cdb(cdb.test_unit_ready())
-        if first.status == Status.GOOD:
-            found.append(None)
-            continue
-        first.expect_check(SenseKey.UNIT_ATTENTION)
-        found.append((first.sense[12], first.sense[13]))
-        lun.cdb(cdb.test_unit_ready()).expect_good()
-    return found
 
 
 def sense_key(sense: bytes) -> int | None:
@@ -79,7 +65,7 @@ def test_lun_reset_gives_every_nexus_a_unit_attention_once(paths: tuple[Lun, Lun
     a, b = paths
     since = len(a.handler_commands())
     lun_reset(a)
-    assert pending(a, b) == [UA_RESET, UA_RESET]
+    assert pending_unit_attentions(a, b) == [UA_RESET, UA_RESET]
     assert [c.opcode for c in a.handler_commands()[since:]] == [Opcode.TEST_UNIT_READY] * 2
 
 
@@ -91,7 +77,7 @@ def test_concurrent_lun_resets_on_two_nexuses_complete(paths: tuple[Lun, Lun]) -
     a, b = paths
     for _ in range(3):
         lun_reset(a, b)
-    assert pending(a, b) == [UA_RESET, UA_RESET]
+    assert pending_unit_attentions(a, b) == [UA_RESET, UA_RESET]
     a.write_blocks(4, bytes([0x5A]) * a.block_size)
     assert b.read_blocks(4, 1) == bytes([0x5A]) * a.block_size
 
@@ -105,7 +91,7 @@ def test_mapping_another_lun_tells_the_target_s_other_luns(
     a, b = paths
     since = len(a.handler_commands())
     lun_manager.vm.call("lio.lun:map_again", name=a.name, lun_index=1)
-    assert pending(a, b) == [UA_LUNS_CHANGED, None]
+    assert pending_unit_attentions(a, b) == [UA_LUNS_CHANGED, None]
     # The handler's log also has the kernel's probe of the new LUN 1 (the same
     # backstore; 6.12's sd asks for a mode page the RAM disk refuses, 24/00); none of
     # its answers is a unit attention: 3F/0E was LIO's.
@@ -131,7 +117,7 @@ def test_capacity_change_is_the_handler_s_unit_attention_for_one_nexus(
     while "device reconfigured" not in a.handler_output():
         assert time.monotonic() < deadline, "the handler never logged the RECONFIG"
         time.sleep(0.1)
-    assert pending(b, a) == [UA_CAPACITY_CHANGED, None]
+    assert pending_unit_attentions(b, a) == [UA_CAPACITY_CHANGED, None]
     log = a.handler_commands()[since:]
     assert (log[0].opcode, log[0].status, log[0].sense[2] & 0x0F, log[0].sense[12:14]) == (
         Opcode.TEST_UNIT_READY, Status.CHECK_CONDITION, SenseKey.UNIT_ATTENTION, b"\x2a\x09")
