@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
+import itertools
 import os
 import shutil
 import signal
@@ -34,7 +36,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from vm import guest_boot
 from vm.accel import choose_accel
@@ -123,6 +125,22 @@ class BootTimings:
         )
 
 
+def claim_console_log(log_dir: Path, name: str) -> tuple[Path, IO[bytes]]:
+    """`log_dir/<name>-console.log`, or `<name>-2-console.log` ... when a running VM
+    writes that one (two sessions in one checkout, or a test that runs pytest, must not
+    overwrite each other's log); the claim is an flock on the file, held until closed."""
+    for n in itertools.count(1):
+        path = log_dir / (f"{name}-console.log" if n == 1 else f"{name}-{n}-console.log")
+        claim = open(path, "ab")  # noqa: SIM115 - held open for the VM's life
+        try:
+            fcntl.flock(claim, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            claim.close()
+            continue
+        return path, claim
+    raise AssertionError("unreachable")
+
+
 def _set_pdeathsig() -> None:  # runs in the QEMU child between fork and exec
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -144,6 +162,7 @@ class VirtualMachine:
     _client: AgentClient | None = field(default=None, init=False, repr=False)
     _hung: str | None = field(default=None, init=False, repr=False)
     retired: str | None = field(default=None, init=False)  # why it is not trusted
+    _log_claim: IO[bytes] | None = field(default=None, init=False, repr=False)
 
     # -- life cycle --------------------------------------------------------------
 
@@ -191,7 +210,7 @@ class VirtualMachine:
         )
         if cfg.log_dir is not None:
             cfg.log_dir.mkdir(parents=True, exist_ok=True)
-            self.console_log = cfg.log_dir / f"{self.name}-console.log"
+            self.console_log, self._log_claim = claim_console_log(cfg.log_dir, self.name)
         else:
             self.console_log = tmp / "console.log"
         sock_path = tmp / "agent.sock"
@@ -302,6 +321,9 @@ class VirtualMachine:
         if self._proc is not None:
             _reap(self._proc, self.config.shutdown_grace)
             self._proc = None
+        if self._log_claim is not None:
+            self._log_claim.close()  # releases the name for the next VM
+            self._log_claim = None
         if self._tmp is not None:
             if self.console_log is not None and self.console_log.parent == self._tmp:
                 self.console_log = None  # it goes with the temp dir
