@@ -19,6 +19,7 @@ import contextlib
 import glob
 import os
 import shlex
+import signal
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,7 @@ DEFAULT_HANDLER = "tcmu.handlers.ramdisk:RamDisk"
 STAND_IN_HANDLER = "tcmu.handlers.ramdisk:RamDisk"
 STUCK_AFTER = 5.0  # s with commands in flight, none answered, at teardown: a stuck handler
 EXIT_WAIT = 10.0  # s a handler has to exit once its device is gone
+_FORKSERVER_LOST_STATUS = 255  # multiprocessing.popen_forkserver's "no status came back"
 
 
 class LunError(RuntimeError):
@@ -271,7 +273,13 @@ def kill_handler(name: str, signum: int = 9) -> int | None:
     watchdog.expect_exit(name)
     os.kill(lun.handler.pid, signum)
     lun.handler.process.join(10)
-    return lun.handler.process.exitcode
+    code = lun.handler.process.exitcode
+    # multiprocessing's forkserver reports 255 when it lost the child's wait status (seen
+    # in CI, and under load). The process was alive at os.kill() and SIGKILL cannot be
+    # caught, so it died of it.
+    if code == _FORKSERVER_LOST_STATUS and signum == signal.SIGKILL:
+        return -signal.SIGKILL
+    return code
 
 
 def restart_handler(name: str, timeout: float = 30.0) -> dict[str, Any]:
