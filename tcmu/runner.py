@@ -257,6 +257,10 @@ class _NetlinkPeer:
         self.handler = handler
         self.minor = minor
         self.configfs = configfs
+        # Read once: the kernel refuses to change it on an enabled device, and by the time
+        # REMOVED_DEVICE arrives the attribute is gone (an unknown value means "reply",
+        # and an unexpected reply makes the kernel log "completion could not find device").
+        self.reply_supported = devmod.nl_reply_supported(handler.device, configfs)
 
     def __call__(self, event: TcmuEvent) -> None:
         from tcmu.netlink import GenlCmd
@@ -277,7 +281,7 @@ class _NetlinkPeer:
             except Exception:
                 log.exception("reconfiguration to %s failed", new)
                 status = -errno.EIO
-        if event.device_id is not None and devmod.nl_reply_supported(info, self.configfs) > 0:
+        if event.device_id is not None and self.reply_supported > 0:
             try:
                 self.nl.reply(event, status)
             except (OSError, ValueError):

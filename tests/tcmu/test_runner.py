@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import select
+import shutil
 import signal
 import socket
 import threading
@@ -464,9 +465,15 @@ def test_netlink_reconfig_updates_the_device_and_replies_when_the_kernel_waits(
     peer(ev)  # nl_reply_supported is 0: the kernel does not wait, no reply
     assert handler.device.size == 2 << 20 and handler.device.write_cache is True
     assert handler.device.name == DEVICE.name and nl.replies == []
-    (d / "attrib" / "nl_reply_supported").write_text("1\n")
     removed = TcmuEvent(GenlCmd.REMOVED_DEVICE, DEVICE.name, 0, 9)
+    (d / "attrib" / "nl_reply_supported").write_text("1\n")
+    waited_for = runmod._NetlinkPeer(nl, handler, minor=0, configfs=str(tmp_path))  # type: ignore[arg-type]
+    # REMOVED_DEVICE arrives after the device's configfs directory is gone: each peer
+    # answers as the attribute said while the device lived.
+    shutil.rmtree(d)
     peer(removed)
+    assert nl.replies == []
+    waited_for(removed)
     assert nl.replies == [(removed, 0)]
 
 
