@@ -213,6 +213,13 @@ def measure(kind: str, size: int, runtime_s: float, ramp_s: float, workdir: str,
     except Exception as exc:
         _say(f"{kind}: failed: {type(exc).__name__}: {exc}")
         return {"error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        # The next backstore gets the whole tmpfs: tcmu-runner's qcow image outgrew the
+        # LUN and filled it, and every later file-backed backstore then failed its 1 MiB
+        # writes with EIO (ENOSPC underneath).
+        for entry in os.scandir(workdir):
+            if entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
 
 
 def main(argv: list[str] | None = None) -> int:
