@@ -55,8 +55,13 @@ class GrowingDisk(MemDisk):
         self.mem.extend(bytes(max(0, change.new.size - len(self.mem))))
 
 
-def reconfig_peer(tmp_path: Path, handler: Handler) -> tuple[Callable[..., None], NlStub]:
-    make_dev(tmp_path, 1, handler.device.dev_name)
+def reconfig_peer(
+    tmp_path: Path, handler: Handler, nl_reply_supported: int = 0
+) -> tuple[Callable[..., None], NlStub]:
+    """A netlink peer for `handler`'s device, which exists with `nl_reply_supported`
+    (> 0: the kernel waits for a reply; the peer reads it once, as the device lives)."""
+    device = make_dev(tmp_path, 1, handler.device.dev_name)
+    (device / "attrib" / "nl_reply_supported").write_text(f"{nl_reply_supported}\n")
     nl = NlStub()
     peer = runmod._NetlinkPeer(nl, handler, minor=0, configfs=str(tmp_path))  # type: ignore[arg-type]
 
@@ -120,8 +125,7 @@ def test_a_refused_reconfig_changes_nothing_and_fails_the_kernels_request(
 ) -> None:
     disk = Refusing(make_device(blocks=300))
     before = disk.device
-    send, nl = reconfig_peer(tmp_path, disk)
-    (tmp_path / "target/core/user_1/disk0/attrib/nl_reply_supported").write_text("1\n")
+    send, nl = reconfig_peer(tmp_path, disk, nl_reply_supported=1)
     send(dev_size=600 * 512)
     assert disk.device == before and disk.num_blocks == 300
     assert_good(run(disk, TUR))  # no unit attention: nothing changed
