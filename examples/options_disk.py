@@ -9,11 +9,11 @@ them against `options` (on the host, before any VM boots), converts them by type
 sets them as attributes: self.fill is an int, self.read_only a bool.
 """
 
-from scsi.constants import Asc, SenseKey
 from tcmu.block import BlockHandler
 from tcmu.handler import DeviceInfo, ScatterBuffer
 from tcmu.options import Option
 from tcmu.sense import SenseError
+from tcmu_harness.scsi.constants import Asc, SenseKey
 
 
 class OptionsDisk(BlockHandler):

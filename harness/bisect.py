@@ -30,9 +30,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness import junit
-from vm.config import default_cache_dir
-from vm.kernel import KernelError, parse_kernel_spec, resolve_kernel
+from tcmu_harness import junit
+from tcmu_harness.vm.config import default_cache_dir
+from tcmu_harness.vm.kernel import KernelError, parse_kernel_spec, resolve_kernel
 
 GOOD, BAD, SKIP = 0, 1, 125
 _LABELS = {GOOD: "good", BAD: "bad", SKIP: "skip"}

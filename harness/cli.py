@@ -46,9 +46,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
-from harness import bisect, compare, kept_vm, summary
-from harness.geometry import check_geometry, parse_size
-from harness.lun import (
+from tcmu.describe import describe as describe_handler
+from tcmu_harness import bisect, compare, kept_vm, summary
+from tcmu_harness.geometry import check_geometry, parse_size
+from tcmu_harness.lun import (
     DEFAULT_HANDLER,
     DEFAULT_SIZE,
     HandlerOptionError,
@@ -59,11 +60,10 @@ from harness.lun import (
     check_handler,
     handler_spec_from_cli,
 )
-from tcmu.describe import describe as describe_handler
-from vm.client import AgentError, VMError
-from vm.config import ACCELERATORS, VmConfig, default_cache_dir
-from vm.kernel import KernelError
-from vm.machine import VirtualMachine
+from tcmu_harness.vm.client import AgentError, VMError
+from tcmu_harness.vm.config import ACCELERATORS, VmConfig, default_cache_dir
+from tcmu_harness.vm.kernel import KernelError
+from tcmu_harness.vm.machine import VirtualMachine
 
 EXIT_USAGE = 4
 EXIT_SETUP = 125

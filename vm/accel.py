@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from vm.initramfs import CpioEntry, cpio_newc, find_busybox
+from tcmu_harness.vm.initramfs import CpioEntry, cpio_newc, find_busybox
 
 PROBE_TIMEOUT = 10.0
 _MARKER = "tcmu-harness-kvm-probe-ok"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 
-from harness.lun import Lun, LunSpec
-from suites.fuzz.medium import PatternedMedium
+from tcmu_harness.lun import Lun, LunSpec
+from tcmu_harness.suites.fuzz.medium import PatternedMedium
 
 MEDIUM_BLOCKS = 256  # small: random LBAs land inside it, and its digest is cheap
 

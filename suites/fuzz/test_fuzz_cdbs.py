@@ -23,11 +23,11 @@ from hypothesis import given, seed
 from hypothesis import settings as Settings
 from hypothesis import strategies as st
 
-from harness.lun import LunSpec
-from suites.fuzz.checks import FuzzCase
-from suites.fuzz.example import handler_args, run_example
-from suites.fuzz.medium import PatternedMedium
-from suites.fuzz.strategies import any_cdb, disagreeing_transfer, mutated_cdb
+from tcmu_harness.lun import LunSpec
+from tcmu_harness.suites.fuzz.checks import FuzzCase
+from tcmu_harness.suites.fuzz.example import handler_args, run_example
+from tcmu_harness.suites.fuzz.medium import PatternedMedium
+from tcmu_harness.suites.fuzz.strategies import any_cdb, disagreeing_transfer, mutated_cdb
 
 pytestmark = pytest.mark.vm
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from harness.lun import Lun, LunManager, LunSpec
+from tcmu_harness.lun import Lun, LunManager, LunSpec
 
 HANDLERS = Path(__file__).resolve().parent / "kernel_handlers.py"
 _ATTRIBUTES = pytest.StashKey[frozenset[str]]()

@@ -37,11 +37,11 @@ from collections.abc import Callable
 
 import pytest
 
-from harness.lun import Lun, LunManager
-from initiator import cdb
-from initiator.result import CdbResult
-from scsi.constants import Opcode, PrInAction, PrOutAction, PrType, SenseKey, Status
-from suites.kernel.nexus import pending_unit_attentions
+from tcmu_harness.initiator import cdb
+from tcmu_harness.initiator.result import CdbResult
+from tcmu_harness.lun import Lun, LunManager
+from tcmu_harness.scsi.constants import Opcode, PrInAction, PrOutAction, PrType, SenseKey, Status
+from tcmu_harness.suites.kernel.nexus import pending_unit_attentions
 
 pytestmark = pytest.mark.vm
 

@@ -11,9 +11,9 @@ import struct
 
 import pytest
 
-from harness.lun import Lun
-from initiator import cdb
-from scsi.constants import Asc, Opcode, PeripheralType, SenseKey, Status
+from tcmu_harness.initiator import cdb
+from tcmu_harness.lun import Lun
+from tcmu_harness.scsi.constants import Asc, Opcode, PeripheralType, SenseKey, Status
 
 pytestmark = pytest.mark.vm
 

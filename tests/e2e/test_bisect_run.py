@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from vm.config import default_cache_dir
-from vm.kernel import parse_kernel_spec, resolve_kernel
+from tcmu_harness.vm.config import default_cache_dir
+from tcmu_harness.vm.kernel import parse_kernel_spec, resolve_kernel
 
 pytestmark = pytest.mark.vm
 

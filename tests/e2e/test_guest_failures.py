@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.junit import read_run
+from tcmu_harness.junit import read_run
 from tests.e2e.process_table import processes_mentioning
 
 pytestmark = pytest.mark.vm
@@ -26,7 +26,7 @@ CMD_TIME_OUT = 8  # --cmd-time-out: the watchdog judges the hung handler 3 s bef
 
 _INNER = f'''
 import pytest
-from initiator import cdb
+from tcmu_harness.initiator import cdb
 
 HANDLERS = {str(HERE / "crashing_handlers.py")!r}
 TEST_LBA = 4096  # beyond crashing_handlers.TRIGGER_OFFSET
@@ -85,8 +85,7 @@ def test_a_session_with_four_injected_failures_fails_exactly_those(tmp_path: Pat
     junit = tmp_path / "junit.xml"
     start = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "fixtures.plugin",
-         "-p", "fixtures.lun", "-p", "fixtures.kernel_log", f"--rootdir={tmp_path}",
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--rootdir={tmp_path}",
          f"--junitxml={junit}", f"--vm-log-dir={tmp_path / 'vm'}",
          f"--vm-request-timeout={REQUEST_TIMEOUT}", f"--cmd-time-out={CMD_TIME_OUT}",
          str(tmp_path)],

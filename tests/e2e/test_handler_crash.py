@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.lun import HandlerFailure, HandlerSetupError, Lun, LunManager, LunSpec
-from initiator import cdb
+from tcmu_harness.initiator import cdb
+from tcmu_harness.lun import HandlerFailure, HandlerSetupError, Lun, LunManager, LunSpec
 
 pytestmark = pytest.mark.vm
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from scsi.constants import Asc, Opcode, SenseKey, Status
 from tcmu.cdb import decode_block
 from tcmu.handler import Command, Result, ScatterBuffer
 from tcmu.handlers.ramdisk import RamDisk
 from tcmu.sense import SenseError
+from tcmu_harness.scsi.constants import Asc, Opcode, SenseKey, Status
 
 _FUZZ = "suites/fuzz/test_fuzz_cdbs.py::"
 _WRITE_SAME = (Opcode.WRITE_SAME_10, Opcode.WRITE_SAME_16)

@@ -12,10 +12,10 @@ import struct
 from collections.abc import Callable
 from typing import ClassVar
 
-from scsi.constants import Opcode, Status
 from tcmu.block import BlockHandler
 from tcmu.handler import Command, Result
 from tcmu.handlers.ramdisk import RamDisk
+from tcmu_harness.scsi.constants import Opcode, Status
 
 _MODE = "suites/spc/test_mode_sense_select.py::"
 _RC = "suites/sbc/test_read_capacity.py::"

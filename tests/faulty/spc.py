@@ -13,11 +13,11 @@ import os
 import struct
 from typing import ClassVar
 
-from scsi.constants import Asc, Opcode, SenseKey, ServiceAction, Status
 from tcmu.block import BlockHandler, _CommandSpec
 from tcmu.handler import Command, DeviceInfo, Result
 from tcmu.handlers.ramdisk import RamDisk
 from tcmu.sense import SenseError
+from tcmu_harness.scsi.constants import Asc, Opcode, SenseKey, ServiceAction, Status
 
 _TUR = "suites/spc/test_test_unit_ready.py::"
 _INQ = "suites/spc/test_inquiry.py::"

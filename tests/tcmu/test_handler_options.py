@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from blockkit import make_device
 
-from harness import cli
 from tcmu.handler import DeviceInfo
 from tcmu.handlers.ramdisk import RamDisk
 from tcmu.options import Option, OptionError, options_of
 from tcmu.spec import HandlerSpecError, load
+from tcmu_harness import cli
 
 PROJECT = Path(__file__).resolve().parents[2]
 

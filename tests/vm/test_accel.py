@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from vm import accel
-from vm.accel import AccelChoice, choose_accel, probe_initramfs, probe_kvm
+from tcmu_harness.vm import accel
+from tcmu_harness.vm.accel import AccelChoice, choose_accel, probe_initramfs, probe_kvm
 
 QEMU = "qemu-system-x86_64"
 BOOT_ID = "5f3c0c57-1b8e-4a57-9d4c-7c2f4e1b0a11"
