@@ -2,7 +2,7 @@
 that refuses writes when `read_only` is set.
 
     tcmu-harness handler-info examples/options_disk.py:OptionsDisk
-    pytest suites --handler "examples/options_disk.py:OptionsDisk fill=0"
+    pytest suites --tcmu-handler "examples/options_disk.py:OptionsDisk fill=0"
 
 Options arrive from the spec as strings ("fill=255 read_only=yes"); the base checks
 them against `options` (on the host, before any VM boots), converts them by type and

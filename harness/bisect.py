@@ -125,9 +125,9 @@ def run(argv: list[str]) -> int:
         command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
                    f"--junitxml={report}", *_absolute_paths(pytest_args)]
         if spec:
-            command.append(f"--kernel={spec}")
+            command.append(f"--tcmu-kernel={spec}")
         if args.cache_dir:
-            command.append(f"--cache-dir={args.cache_dir}")
+            command.append(f"--tcmu-cache-dir={args.cache_dir}")
         try:
             status = subprocess.run(command, cwd=HARNESS_ROOT, check=False).returncode
         except KeyboardInterrupt:

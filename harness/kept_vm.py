@@ -1,6 +1,6 @@
 """`tcmu-harness vm up|down|status`: the kept VM (vm/keeper.py) for fast inner loops.
 
-    tcmu-harness vm up [--kernel SPEC] [--vm-memory MIB] ...   then pytest --vm-attach
+    tcmu-harness vm up [--kernel SPEC] [--vm-memory MIB] ...   then pytest --tcmu-vm-attach
     tcmu-harness vm status
     tcmu-harness vm down
 """
@@ -47,7 +47,7 @@ def up(config: VmConfig) -> int:
         state = read_state(config.cache_dir)
         if state is not None and state.get("pid") == keeper.pid:
             print(_describe(state))
-            print("attach with: pytest --vm-attach ... (or TCMU_HARNESS_VM_ATTACH=1); "
+            print("attach with: pytest --tcmu-vm-attach ... (or TCMU_HARNESS_VM_ATTACH=1); "
                   "stop with: tcmu-harness vm down")
             return 0
         if keeper.poll() is not None:

@@ -93,22 +93,24 @@ class HandlerOptionError(ValueError):
     """A --handler-opt that is not KEY=VALUE."""
 
 
-def handler_spec_from_cli(handler: str, options: list[str]) -> tuple[str, dict[str, str]]:
-    """--handler/--handler-opt as given on a command line, made ready for the guest.
+def handler_spec_from_cli(handler: str, options: list[str],
+                          prefix: str = "--") -> tuple[str, dict[str, str]]:
+    """--handler/--handler-opt as given on a command line, made ready for the guest
+    (`prefix`: how the command line spells its options, "--tcmu-" for pytest's).
 
     `handler` is "SPEC [KEY=VALUE ...]" (options may follow the spec in the same word
     list); `options` are more KEY=VALUE words (--handler-opt). A file spec becomes
-    absolute (the guest's working directory is the checkout, not the caller's).
+    absolute (a kept VM's working directory may not be the caller's).
     """
     words = shlex.split(handler)
     if not words:
-        raise HandlerOptionError("--handler is empty; give package.module:Class")
+        raise HandlerOptionError(f"{prefix}handler is empty; give package.module:Class")
     spec, inline = words[0], words[1:]
     module, sep, cls = spec.rpartition(":")
     if sep and (module.endswith(".py") or "/" in module):
         spec = f"{os.path.abspath(module)}:{cls}"
     parsed: dict[str, str] = {}
-    for flag, given in (("--handler", inline), ("--handler-opt", options)):
+    for flag, given in ((f"{prefix}handler", inline), (f"{prefix}handler-opt", options)):
         for option in given:
             key, eq, value = option.partition("=")
             if not eq or not key:

@@ -4,8 +4,8 @@
                 once per module and handler; tests check claims and refusals from it
     lun_caps    the same for the per-test `lun`
 
-The suites' options (--fuzz-examples, --fuzz-seed) are the plugin's:
-fixtures/suite_options.py says why.
+The suites' options (--tcmu-fuzz-examples, --tcmu-fuzz-seed) are the plugin's:
+fixtures/options.py says why.
 """
 
 from __future__ import annotations

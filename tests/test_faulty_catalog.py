@@ -54,7 +54,7 @@ def test_the_suites_catch_every_faulty_handler(tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *files,
             "-k", keyword, f"--junitxml={junit}"]
     for handler in HANDLERS:
-        argv += ["--handler", handler.spec]
+        argv += ["--tcmu-handler", handler.spec]
     proc = subprocess.run(argv, cwd=PROJECT, capture_output=True, text=True, check=False,
                           timeout=3000, env=os.environ.copy())  # fmt: skip
     assert junit.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -1,7 +1,7 @@
 """A VM that stays up between test sessions, for the developer's inner loop.
 
-    tcmu-harness vm up [--kernel SPEC ...]    boot it; the keeper process owns it
-    pytest --vm-attach suites/...             sessions use it instead of booting
+    tcmu-harness vm up [--kernel SPEC ...]         boot it; the keeper process owns it
+    pytest --tcmu-vm-attach suites/...             sessions use it instead of booting
     tcmu-harness vm status | vm down
 
 The keeper is a background process that boots one VirtualMachine and relays agent

@@ -68,4 +68,4 @@ def run_example(medium: PatternedMedium, cases: list[FuzzCase], args: str, seed:
         failure, message = HandlerFailure, str(exc)
     if message:
         raise failure(f"{message}\n{_replay(cases, args, data_dir)}\n"
-                      f"(fuzz seed {seed}: --fuzz-seed {seed} runs these examples again)")
+                      f"(fuzz seed {seed}: --tcmu-fuzz-seed {seed} runs these examples again)")

@@ -7,8 +7,8 @@ change no block outside those the commands may change (suites/fuzz/footprint.py)
 small LUN filled with a known pattern (suites/fuzz/medium.py).
 
 An example is a batch of 1-6 commands sent in one agent round trip, then one check of
-the medium. Examples per test: --fuzz-examples (default 15, ~20 s per test and handler
-under TCG); their seed: --fuzz-seed (default 0, so CI runs the same examples each time;
+the medium. Examples per test: --tcmu-fuzz-examples (default 15, ~20 s per test and handler
+under TCG); their seed: --tcmu-fuzz-seed (default 0, so CI runs the same examples each time;
 "random" draws one and prints it). A failure prints every command of its example as a
 `tcmu-harness run -- sg_raw ...` line (data-out in reports/fuzz/).
 """

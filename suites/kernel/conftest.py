@@ -8,7 +8,7 @@
     helper_lun            factory: helper_lun("SlowDisk", delay_s=6, attributes={...},
                           control={...}) (control: the backstore's control= before enable)
                           -> a LUN served by a handler of suites/kernel/kernel_handlers.py,
-                          whatever --handler says (the behaviour under test is the
+                          whatever --tcmu-handler says (the behaviour under test is the
                           kernel's); deleted after the test, teardown checked
 """
 

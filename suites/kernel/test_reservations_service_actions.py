@@ -58,7 +58,7 @@ RESERVATION_OPCODES = {Opcode.PERSISTENT_RESERVE_IN, Opcode.PERSISTENT_RESERVE_O
 def nexuses(helper_lun: Callable[..., Lun], lun_manager: LunManager,
             require_attribute: Callable[[str], None]) -> tuple[Lun, Lun, Lun]:
     """Paths A, B and C: one fresh LUN seen through three I_T nexuses. The kernel's
-    behaviour is under test, so one handler (helper_lun), whatever --handler says."""
+    behaviour is under test, so one handler (helper_lun), whatever --tcmu-handler says."""
     require_attribute("pgr_support")
     a = helper_lun("KernelProbeDisk")
     lun_manager.add_path(a)

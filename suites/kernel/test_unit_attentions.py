@@ -38,7 +38,7 @@ UA_CAPACITY_CHANGED = (0x2A, 0x09)  # CAPACITY DATA HAS CHANGED
 @pytest.fixture
 def paths(helper_lun: Callable[..., Lun], lun_manager: LunManager) -> tuple[Lun, Lun]:
     """Path A and path B: one fresh LUN seen through two I_T nexuses, served by the
-    RAM disk of kernel_handlers.py whatever --handler says (the kernel is under test)."""
+    RAM disk of kernel_handlers.py whatever --tcmu-handler says (the kernel is under test)."""
     a = helper_lun("KernelProbeDisk")
     return a, lun_manager.add_path(a)
 

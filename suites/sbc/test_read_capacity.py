@@ -185,7 +185,7 @@ def test_logical_blocks_per_physical_block_exponent_is_the_session_setting(
     caps: Capabilities, lun_spec: LunSpec
 ) -> None:
     """SBC-4 5.21.2: LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT is the geometry the LUN was
-    given (--physical-block-exponent); LOWEST ALIGNED LOGICAL BLOCK ADDRESS 0."""
+    given (--tcmu-physical-block-exponent); LOWEST ALIGNED LOGICAL BLOCK ADDRESS 0."""
     assert caps.capacity is not None
     expected = int(lun_spec.handler_options.get("physical_block_exponent", "0"))
     assert caps.capacity.lbppbe == expected, (

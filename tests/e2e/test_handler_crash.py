@@ -164,7 +164,7 @@ def test_a_session_on_a_handler_that_dies_at_set_up_tries_it_once() -> None:
     start = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "suites/smoke", "-q",
-         "--handler", _spec("SetupReadAborts")],
+         "--tcmu-handler", _spec("SetupReadAborts")],
         cwd=PROJECT, capture_output=True, text=True, timeout=900, env=os.environ.copy(),
         check=False,
     )  # fmt: skip

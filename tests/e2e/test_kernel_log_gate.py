@@ -34,7 +34,7 @@ def test_a_taint_during_a_test_fails_that_test_only(tmp_path: Path) -> None:
     junit = tmp_path / "junit.xml"
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--rootdir={tmp_path}",
-         f"--junitxml={junit}", f"--vm-log-dir={tmp_path / 'vm'}", str(tmp_path)],
+         f"--junitxml={junit}", f"--tcmu-vm-log-dir={tmp_path / 'vm'}", str(tmp_path)],
         cwd=PROJECT, capture_output=True, text=True, timeout=600, check=False,
         env=os.environ.copy(),
     )  # fmt: skip

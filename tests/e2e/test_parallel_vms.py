@@ -23,7 +23,7 @@ def test_two_workers_boot_two_vms_and_merge_into_one_summary(tmp_path: Path) -> 
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2",
          "suites/smoke/test_smoke.py", "-k", "capacity or inquiry",
-         f"--junitxml={junit}", f"--vm-log-dir={log_dir}"],
+         f"--junitxml={junit}", f"--tcmu-vm-log-dir={log_dir}"],
         cwd=PROJECT, capture_output=True, text=True, timeout=900, check=False,
         env=os.environ.copy(),
     )  # fmt: skip

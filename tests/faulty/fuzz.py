@@ -2,7 +2,7 @@
 disk with one bug each that only unusual input reaches: a reserved opcode, a mutated
 WRITE SAME or UNMAP, an unsupported command's sense.
 
-The fuzz tests run a fixed number of examples from a fixed seed (--fuzz-seed 0 by
+The fuzz tests run a fixed number of examples from a fixed seed (--tcmu-fuzz-seed 0 by
 default), so whether they reach each bug is deterministic; the faulty-handler matrix
 (tests/test_faulty_catalog.py) runs them with the default example count.
 """

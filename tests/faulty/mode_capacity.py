@@ -2,7 +2,7 @@
 (suites/spc/test_mode_sense_select.py, suites/sbc/test_read_capacity.py,
 suites/spc/test_start_stop_unit.py): each gets one thing wrong the way a real handler
 plausibly would, and `caught_by` names the suite tests that must fail against it.
-Load one as --handler tests/faulty/mode_capacity.py:<Class>.
+Load one as --tcmu-handler tests/faulty/mode_capacity.py:<Class>.
 """
 
 from __future__ import annotations

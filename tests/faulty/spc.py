@@ -1,7 +1,7 @@
 """Broken handlers for the SPC suites in suites/spc/ (TEST UNIT READY, INQUIRY, VPD
 pages, REQUEST SENSE, REPORT SUPPORTED OPERATION CODES): each gets one behaviour wrong
 the way a real handler plausibly would, and names the suite tests that must fail against
-it. Load one as --handler tests/faulty/spc.py:<Class>.
+it. Load one as --tcmu-handler tests/faulty/spc.py:<Class>.
 """
 
 from __future__ import annotations

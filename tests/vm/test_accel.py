@@ -61,7 +61,7 @@ def test_kvm_requested_but_the_probe_fails(monkeypatch: pytest.MonkeyPatch, tmp_
     with pytest.raises(RuntimeError) as info:
         choose_accel("kvm", QEMU, tmp_path / "bzImage", tmp_path / "cache")
     assert str(info.value) == (
-        "--accel kvm was requested but /dev/kvm does not exist; use --accel tcg or auto"
+        "the kvm accelerator was requested but /dev/kvm does not exist; ask for tcg or auto"
     )
 
 
