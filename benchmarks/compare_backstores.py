@@ -28,14 +28,14 @@ from typing import Any
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
-from benchmarks import report  # noqa: E402
-from benchmarks.guest_backstores import BACKSTORES  # noqa: E402
-from benchmarks.lun_and_cdb import measure_cdbs, measure_luns, summarise  # noqa: E402
-from harness.lun import DEFAULT_HANDLER, LunManager, LunSpec  # noqa: E402
-from vm.client import AgentError, VMError  # noqa: E402
-from vm.config import ACCELERATORS, VmConfig  # noqa: E402
-from vm.kernel import KernelError  # noqa: E402
-from vm.machine import VirtualMachine  # noqa: E402
+from tcmu_harness.benchmarks import report  # noqa: E402
+from tcmu_harness.benchmarks.guest_backstores import BACKSTORES  # noqa: E402
+from tcmu_harness.benchmarks.lun_and_cdb import measure_cdbs, measure_luns, summarise  # noqa: E402
+from tcmu_harness.lun import DEFAULT_HANDLER, LunManager, LunSpec  # noqa: E402
+from tcmu_harness.vm.client import AgentError, VMError  # noqa: E402
+from tcmu_harness.vm.config import ACCELERATORS, VmConfig  # noqa: E402
+from tcmu_harness.vm.kernel import KernelError  # noqa: E402
+from tcmu_harness.vm.machine import VirtualMachine  # noqa: E402
 
 SUITE_WALL_TIME = "see the README's CI figure (fresh-clone `.ci/run`)"
 
@@ -98,7 +98,7 @@ def run_backstores(vm: VirtualMachine, args: argparse.Namespace,
                 loads[line[7:].strip()] = load
             print(f"{line}   [host load {load[0]:.2f}]", file=sys.stderr, flush=True)
 
-    argv = [sys.executable, "-m", "benchmarks.guest_backstores",
+    argv = [sys.executable, "-m", "tcmu_harness.benchmarks.guest_backstores",
             "--size", str(args.size_mib << 20), "--runtime", str(args.runtime),
             "--ramp", str(args.ramp), "--backstores", args.backstores]
     jobs = len([k for k in args.backstores.split(",") if k])

@@ -1,7 +1,7 @@
 """Guest side of the backstore comparison: export each backstore through tcm_loop, run
 the fio jobs (benchmarks.fio) on its /dev/sdX, tear it down; print one JSON object.
 
-    python -m benchmarks.guest_backstores [--size BYTES] [--runtime S] [--ramp S]
+    python -m tcmu_harness.benchmarks.guest_backstores [--size BYTES] [--runtime S] [--ramp S]
         [--backstores NAME,...]
 
 Runs inside the harness's VM (benchmarks.compare_backstores starts it); progress lines
@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from benchmarks import fio, qcow
+from tcmu_harness.benchmarks import fio, qcow
 
 BACKSTORES = ("tcmu-runner-qcow", "python-ramdisk", "python-filedisk", "lio-rd_mcp",
               "lio-fileio")
@@ -152,7 +152,7 @@ def _tail(path: str, size: int = 1500) -> str:
 
 @contextlib.contextmanager
 def _python_handler(kind: str, name: str, size: int, workdir: str) -> Iterator[str]:
-    from lio import lun
+    from tcmu_harness.lio import lun
 
     config = f"{workdir}/{name}.img" if kind == "python-filedisk" else None
     lun.create(name, size=size, handler=PYTHON_HANDLERS[kind], config=config)

@@ -19,10 +19,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.lun import DEFAULT_HANDLER, LunManager, LunSpec
-from initiator import cdb
-from vm.config import VmConfig
-from vm.machine import VirtualMachine
+from tcmu_harness.initiator import cdb
+from tcmu_harness.lun import DEFAULT_HANDLER, LunManager, LunSpec
+from tcmu_harness.vm.config import VmConfig
+from tcmu_harness.vm.machine import VirtualMachine
 
 
 def stats_ms(values: list[float]) -> dict[str, float | int]:

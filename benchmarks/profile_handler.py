@@ -1,6 +1,6 @@
 """Profile a Python handler's process in the guest while fio drives its LUN.
 
-    python -m benchmarks.profile_handler [--handler SPEC] [--runtime S] [--rate HZ]
+    python -m tcmu_harness.benchmarks.profile_handler [--handler SPEC] [--runtime S] [--rate HZ]
 
 Runs inside the VM (e.g. `tcmu-harness run --accel tcg -- python -m
 benchmarks.profile_handler`): creates one LUN, then for 4 KiB random reads at QD1 and
@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 
-from benchmarks import fio
+from tcmu_harness.benchmarks import fio
 
 JOBS = ("randread-4k-qd1", "randread-4k-qd16")
 
@@ -51,7 +51,7 @@ def top_frames(raw: str, limit: int = 15
 
 
 def _profile_job(job: fio.Job, args: argparse.Namespace, py_spy: str, workdir: str) -> None:
-    from lio import lun
+    from tcmu_harness.lio import lun
 
     name = f"profile_{job.iodepth}"
     lun.create(name, size=64 << 20, handler=args.handler)

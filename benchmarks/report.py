@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from benchmarks.fio import JOBS
+from tcmu_harness.benchmarks.fio import JOBS
 
 RUNNER = "tcmu-runner-qcow"
 RD_MCP = "lio-rd_mcp"

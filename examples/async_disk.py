@@ -4,7 +4,7 @@ serves commands concurrently (the `workers` option: up to 16 in flight by defaul
 one slow command does not hold up the others, and completions come out of order.
 Commands on the same blocks still keep their order (a READ after a WRITE sees it).
 
-    pytest suites --handler "examples/async_disk.py:AsyncDisk latency_ms=5"
+    pytest suites --tcmu-handler "examples/async_disk.py:AsyncDisk latency_ms=5"
 """
 
 import asyncio

@@ -1,7 +1,7 @@
 """A complete TCMU block device in 20 lines: BlockHandler does the SCSI, this stores blocks
 (nothing is volatile, so there is no flush()).
 
-    pytest suites --handler examples/dict_disk.py:DictDisk
+    pytest suites --tcmu-handler examples/dict_disk.py:DictDisk
 """
 
 from tcmu.block import BlockHandler

@@ -2,18 +2,18 @@
 that refuses writes when `read_only` is set.
 
     tcmu-harness handler-info examples/options_disk.py:OptionsDisk
-    pytest suites --handler "examples/options_disk.py:OptionsDisk fill=0"
+    pytest suites --tcmu-handler "examples/options_disk.py:OptionsDisk fill=0"
 
 Options arrive from the spec as strings ("fill=255 read_only=yes"); the base checks
 them against `options` (on the host, before any VM boots), converts them by type and
 sets them as attributes: self.fill is an int, self.read_only a bool.
 """
 
-from scsi.constants import Asc, SenseKey
 from tcmu.block import BlockHandler
 from tcmu.handler import DeviceInfo, ScatterBuffer
 from tcmu.options import Option
 from tcmu.sense import SenseError
+from tcmu_harness.scsi.constants import Asc, SenseKey
 
 
 class OptionsDisk(BlockHandler):

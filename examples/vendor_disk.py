@@ -11,11 +11,11 @@
 
 import errno
 
-from scsi.constants import Opcode, SenseKey
 from tcmu.block import ModePage, scsi_command, vpd_page
 from tcmu.handler import Command, Result, ScatterBuffer
 from tcmu.handlers.ramdisk import RamDisk
 from tcmu.sense import SenseError
+from tcmu_harness.scsi.constants import Opcode, SenseKey
 
 BUILD = "vendor-disk 1.0 (tcmu-harness example)"
 _VERIFY_WRITES = 0x01

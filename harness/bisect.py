@@ -30,9 +30,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness import junit
-from vm.config import default_cache_dir
-from vm.kernel import KernelError, parse_kernel_spec, resolve_kernel
+from tcmu_harness import junit
+from tcmu_harness.vm.config import default_cache_dir
+from tcmu_harness.vm.kernel import KernelError, parse_kernel_spec, resolve_kernel
 
 GOOD, BAD, SKIP = 0, 1, 125
 _LABELS = {GOOD: "good", BAD: "bad", SKIP: "skip"}
@@ -125,9 +125,9 @@ def run(argv: list[str]) -> int:
         command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
                    f"--junitxml={report}", *_absolute_paths(pytest_args)]
         if spec:
-            command.append(f"--kernel={spec}")
+            command.append(f"--tcmu-kernel={spec}")
         if args.cache_dir:
-            command.append(f"--cache-dir={args.cache_dir}")
+            command.append(f"--tcmu-cache-dir={args.cache_dir}")
         try:
             status = subprocess.run(command, cwd=HARNESS_ROOT, check=False).returncode
         except KeyboardInterrupt:

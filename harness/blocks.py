@@ -9,7 +9,7 @@ import struct
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from harness.lun import Lun
+    from tcmu_harness.lun import Lun
 
 _RECORD = struct.Struct(">IIQ")  # seed, LBA (low 32 bits), offset-dependent word
 _GOLDEN = 0x9E3779B97F4A7C15

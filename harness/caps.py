@@ -13,11 +13,11 @@ import dataclasses
 import struct
 from typing import TYPE_CHECKING, Any
 
-from initiator import cdb
-from initiator.result import CdbResult, opcode_name
+from tcmu_harness.initiator import cdb
+from tcmu_harness.initiator.result import CdbResult, opcode_name
 
 if TYPE_CHECKING:
-    from harness.lun import Lun
+    from tcmu_harness.lun import Lun
 
 _VPD_ALLOC = 1024
 _RSOC_ALLOC = 16384

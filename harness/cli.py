@@ -43,14 +43,15 @@ import threading
 import time
 import tty
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import NoReturn
 
-from harness import bisect, compare, kept_vm, summary
-from harness.geometry import check_geometry, parse_size
-from harness.lun import (
+from tcmu.describe import describe as describe_handler
+from tcmu_harness import bisect, compare, kept_vm, summary
+from tcmu_harness.geometry import check_geometry, parse_size
+from tcmu_harness.lun import (
     DEFAULT_HANDLER,
-    DEFAULT_SIZE,
     HandlerOptionError,
     HandlerSetupError,
     Lun,
@@ -59,11 +60,11 @@ from harness.lun import (
     check_handler,
     handler_spec_from_cli,
 )
-from tcmu.describe import describe as describe_handler
-from vm.client import AgentError, VMError
-from vm.config import ACCELERATORS, VmConfig, default_cache_dir
-from vm.kernel import KernelError
-from vm.machine import VirtualMachine
+from tcmu_harness.options import BY_NAME, OPTIONS, add_arguments, resolve
+from tcmu_harness.vm.client import AgentError, VMError
+from tcmu_harness.vm.config import VmConfig, default_cache_dir
+from tcmu_harness.vm.kernel import KernelError
+from tcmu_harness.vm.machine import VirtualMachine
 
 EXIT_USAGE = 4
 EXIT_SETUP = 125
@@ -77,23 +78,11 @@ class UsageError(Exception):
 
 
 def _parser() -> argparse.ArgumentParser:
-    env = os.environ.get
     machine = argparse.ArgumentParser(add_help=False)  # the VM's options
-    machine.add_argument("--kernel", default=env("TCMU_HARNESS_KERNEL"),
-                         help="kernel spec: default, deb:VERSION, BZIMAGE:MODROOT")
-    machine.add_argument("--vm-memory", type=int, default=1024, metavar="MIB")
-    machine.add_argument("--vm-cpus", type=int, default=2)
-    machine.add_argument("--accel", choices=ACCELERATORS,
-                         default=env("TCMU_HARNESS_ACCEL", "auto"))
-    machine.add_argument("--cache-dir", type=Path, default=None)
+    _add_table_options(machine, "vm")
     machine.add_argument("-v", "--verbose", action="store_true", help="say what the VM does")
     common = argparse.ArgumentParser(add_help=False, parents=[machine])
-    common.add_argument("--handler", default=env("TCMU_HARNESS_HANDLER", DEFAULT_HANDLER),
-                        help=f"handler spec (default {DEFAULT_HANDLER})")
-    common.add_argument("--handler-opt", action="append", default=[], metavar="KEY=VALUE")
-    common.add_argument("--size", default=str(DEFAULT_SIZE),
-                        help="LUN size: bytes or K/M/G/T (default 64M)")
-    common.add_argument("--block-size", type=int, default=512)
+    _add_table_options(common, "lun")
     common.add_argument("--paths", type=int, default=1, metavar="N",
                         help="I_T nexuses to the LUN (default 1): TCMU_SG, TCMU_SG_2 ... "
                              "TCMU_SG_N (and TCMU_DISK_2 ...)")
@@ -125,6 +114,26 @@ def _parser() -> argparse.ArgumentParser:
                         "125 skip (see bisect-run --help)")
     _usage_errors_exit_4(parser)
     return parser
+
+
+def _add_table_options(parser: argparse.ArgumentParser, group: str) -> None:
+    """harness/options.py's options of `group` ("vm", "lun") as --NAME."""
+    for option in OPTIONS:
+        if group in option.cli:
+            many = option.many if option.cli_many is None else option.cli_many
+            add_arguments(parser.add_argument, replace(option, many=many), f"--{option.name}")
+
+
+def _resolve_table_options(args: argparse.Namespace) -> None:
+    """Options not given on the command line from TCMU_HARNESS_<NAME>, else the table's
+    defaults; `run` and `shell` serve one handler."""
+    resolve([o for o in OPTIONS if o.cli and hasattr(args, o.dest)], args)
+    if isinstance(args.__dict__.get("handler"), list):  # not on the command line
+        handlers = args.handler or [DEFAULT_HANDLER]
+        if len(handlers) > 1:
+            raise UsageError(f"{BY_NAME['handler'].env} names {len(handlers)} handlers; "
+                             f"{args.command} serves one: give --handler")
+        args.handler = handlers[0]
 
 
 def _usage_errors_exit_4(parser: argparse.ArgumentParser) -> None:
@@ -159,9 +168,13 @@ def _session(args: argparse.Namespace) -> Iterator[tuple[VirtualMachine, Lun]]:
         (lambda m: print(f"tcmu-harness: {m}", file=sys.stderr)) if args.verbose else
         (lambda m: None)
     )
-    config = VmConfig(kernel=args.kernel, memory_mb=args.vm_memory, cpus=args.vm_cpus,
-                      accel=args.accel, cache_dir=args.cache_dir or default_cache_dir())
-    handler, options = handler_spec_from_cli(args.handler, args.handler_opt)
+    config = _vm_config(args)
+    extra = list(args.handler_opt)
+    if not 0 <= args.physical_block_exponent <= 15:
+        raise UsageError("--physical-block-exponent must be 0..15 (a 4-bit field)")
+    if args.physical_block_exponent:
+        extra.append(f"physical_block_exponent={args.physical_block_exponent}")
+    handler, options = handler_spec_from_cli(args.handler, extra)
     check_handler(handler, options)  # before booting: a bad spec is a usage error
     try:
         size = parse_size(args.size)
@@ -170,8 +183,9 @@ def _session(args: argparse.Namespace) -> Iterator[tuple[VirtualMachine, Lun]]:
     check_geometry(size, args.block_size)
     if args.paths < 1:
         raise UsageError(f"--paths {args.paths}: give 1 or more I_T nexuses")
+    attributes = {} if args.cmd_time_out is None else {"cmd_time_out": args.cmd_time_out}
     spec = LunSpec(size=size, block_size=args.block_size, handler=handler,
-                   handler_options=options, paths=args.paths)
+                   handler_options=options, paths=args.paths, attributes=attributes)
     # Milestones on a terminal (or with -v): the boot takes tens of seconds under TCG and a
     # silent wait reads as a hang. Scripts and pipes see only the guest command's output.
     progress = log if args.verbose else (
@@ -275,10 +289,15 @@ def _shell(args: argparse.Namespace) -> int:
             termios.tcsetattr(0, termios.TCSADRAIN, saved)
 
 
+def _vm_config(args: argparse.Namespace, log_dir: Path | None = None) -> VmConfig:
+    return VmConfig(kernel=args.kernel, memory_mb=args.vm_memory, cpus=args.vm_cpus,
+                    accel=args.accel, request_timeout=args.vm_request_timeout,
+                    cache_dir=Path(args.cache_dir) if args.cache_dir else default_cache_dir(),
+                    log_dir=log_dir)
+
+
 def _kept_vm(args: argparse.Namespace) -> int:
-    config = VmConfig(kernel=args.kernel, memory_mb=args.vm_memory, cpus=args.vm_cpus,
-                      accel=args.accel, cache_dir=args.cache_dir or default_cache_dir(),
-                      log_dir=Path(__file__).resolve().parent.parent / "reports" / "vm")
+    config = _vm_config(args, log_dir=Path.cwd() / "reports" / "vm")
     action = {"up": kept_vm.up, "down": kept_vm.down, "status": kept_vm.status}[args.action]
     return action(config)
 
@@ -322,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     # and `kill -INT` must still stop us.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
+        _resolve_table_options(args)
         if args.command == "handler-info":
             return _handler_info(args)
         if args.command == "compare":

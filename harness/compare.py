@@ -1,7 +1,7 @@
 """Which tests changed outcome between two runs: the kernel-upgrade question ("what did
 6.12 break?") and the handler-release one.
 
-    python -m harness.compare RUN_A RUN_B      (also: tcmu-harness compare RUN_A RUN_B)
+    python -m tcmu_harness.compare RUN_A RUN_B      (also: tcmu-harness compare RUN_A RUN_B)
 
 RUN_A and RUN_B are JUnit XML files or run directories holding junit.xml. Prints one line
 per test whose outcome differs (passed -> failed, ...), then the tests only one run has,
@@ -16,7 +16,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from harness.junit import JunitError, Run, read_run
+from tcmu_harness.junit import JunitError, Run, read_run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +56,7 @@ def report(a: Run, b: Run) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.compare", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tcmu_harness.compare", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_a", type=Path)
     parser.add_argument("run_b", type=Path)

@@ -16,10 +16,11 @@ def parse_size(text: str) -> int:
     return int(number) * _SIZE_SUFFIXES[suffix]
 
 
-def check_geometry(size: int, block_size: int, *, size_option: str = "--size") -> None:
+def check_geometry(size: int, block_size: int, *, size_option: str = "--size",
+                   block_size_option: str = "--block-size") -> None:
     """ValueError, naming the option, unless the kernel can make this LUN."""
     if block_size < 512 or block_size & (block_size - 1):
-        raise ValueError(f"--block-size {block_size} is not a power of two >= 512")
+        raise ValueError(f"{block_size_option} {block_size} is not a power of two >= 512")
     if size < block_size or size % block_size:
         raise ValueError(f"{size_option} {size} is not a positive multiple of the block "
                          f"size {block_size}")

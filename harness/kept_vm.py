@@ -1,6 +1,6 @@
 """`tcmu-harness vm up|down|status`: the kept VM (vm/keeper.py) for fast inner loops.
 
-    tcmu-harness vm up [--kernel SPEC] [--vm-memory MIB] ...   then pytest --vm-attach
+    tcmu-harness vm up [--kernel SPEC] [--vm-memory MIB] ...   then pytest --tcmu-vm-attach
     tcmu-harness vm status
     tcmu-harness vm down
 """
@@ -14,8 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from vm.config import VmConfig
-from vm.keeper import LOG_FILE, STATE_FILE, config_json, keeper_dir, read_state
+from tcmu_harness.vm.config import VmConfig
+from tcmu_harness.vm.keeper import LOG_FILE, STATE_FILE, config_json, keeper_dir, read_state
 
 STOP_WAIT = 30.0  # s for the keeper to power its VM off after SIGTERM
 
@@ -39,7 +39,7 @@ def up(config: VmConfig) -> int:
     log_path = directory / LOG_FILE
     with open(log_path, "ab") as log:
         keeper = subprocess.Popen(
-            [sys.executable, "-m", "vm.keeper", config_json(config)],
+            [sys.executable, "-m", "tcmu_harness.vm.keeper", config_json(config)],
             cwd=Path(__file__).resolve().parent.parent, stdin=subprocess.DEVNULL,
             stdout=log, stderr=log, start_new_session=True)  # fmt: skip
     deadline = time.monotonic() + config.boot_timeout + 120
@@ -47,7 +47,7 @@ def up(config: VmConfig) -> int:
         state = read_state(config.cache_dir)
         if state is not None and state.get("pid") == keeper.pid:
             print(_describe(state))
-            print("attach with: pytest --vm-attach ... (or TCMU_HARNESS_VM_ATTACH=1); "
+            print("attach with: pytest --tcmu-vm-attach ... (or TCMU_HARNESS_VM_ATTACH=1); "
                   "stop with: tcmu-harness vm down")
             return 0
         if keeper.poll() is not None:

@@ -19,13 +19,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from initiator import cdb
-from initiator import sg3 as sg3_types
-from initiator.result import CdbResult
 from tcmu.spec import HandlerSpec
 from tcmu.spec import load as load_handler_spec
-from vm.client import AgentError
-from vm.machine import VirtualMachine
+from tcmu_harness.initiator import cdb
+from tcmu_harness.initiator import sg3 as sg3_types
+from tcmu_harness.initiator.result import CdbResult
+from tcmu_harness.vm.client import AgentError
+from tcmu_harness.vm.machine import VirtualMachine
 
 DEFAULT_HANDLER = "tcmu.handlers.ramdisk:RamDisk"
 DEFAULT_SIZE = 64 << 20
@@ -93,22 +93,24 @@ class HandlerOptionError(ValueError):
     """A --handler-opt that is not KEY=VALUE."""
 
 
-def handler_spec_from_cli(handler: str, options: list[str]) -> tuple[str, dict[str, str]]:
-    """--handler/--handler-opt as given on a command line, made ready for the guest.
+def handler_spec_from_cli(handler: str, options: list[str],
+                          prefix: str = "--") -> tuple[str, dict[str, str]]:
+    """--handler/--handler-opt as given on a command line, made ready for the guest
+    (`prefix`: how the command line spells its options, "--tcmu-" for pytest's).
 
     `handler` is "SPEC [KEY=VALUE ...]" (options may follow the spec in the same word
     list); `options` are more KEY=VALUE words (--handler-opt). A file spec becomes
-    absolute (the guest's working directory is the checkout, not the caller's).
+    absolute (a kept VM's working directory may not be the caller's).
     """
     words = shlex.split(handler)
     if not words:
-        raise HandlerOptionError("--handler is empty; give package.module:Class")
+        raise HandlerOptionError(f"{prefix}handler is empty; give package.module:Class")
     spec, inline = words[0], words[1:]
     module, sep, cls = spec.rpartition(":")
     if sep and (module.endswith(".py") or "/" in module):
         spec = f"{os.path.abspath(module)}:{cls}"
     parsed: dict[str, str] = {}
-    for flag, given in (("--handler", inline), ("--handler-opt", options)):
+    for flag, given in ((f"{prefix}handler", inline), (f"{prefix}handler-opt", options)):
         for option in given:
             key, eq, value = option.partition("=")
             if not eq or not key:
@@ -159,7 +161,8 @@ class Lun:
         """/dev/sdX in the guest, once the sd driver has probed the LUN (fails at once,
         naming the peripheral type, when the handler does not present a disk)."""
         if not self._sd:
-            self._sd = self.vm.call("lio.lun:block_device", name=self.name, path=self.path)
+            self._sd = self.vm.call("tcmu_harness.lio.lun:block_device", name=self.name,
+                                    path=self.path)
         return self._sd
 
     @property
@@ -183,7 +186,7 @@ class Lun:
         __tracebackhide__ = True
         answer = _guest_call(
             self.vm,
-            "lio.commands:sg_io",
+            "tcmu_harness.lio.commands:sg_io",
             call_timeout=timeout + 30,
             name=self.name,
             cdb=bytes(cdb),
@@ -202,7 +205,7 @@ class Lun:
         __tracebackhide__ = True
         batch = [{"cdb": bytes(c), "data_out": out, "data_in_len": n, "timeout": timeout}
                  for c, out, n in commands]  # fmt: skip
-        answers = _guest_call(self.vm, "lio.commands:sg_io_batch", name=self.name,
+        answers = _guest_call(self.vm, "tcmu_harness.lio.commands:sg_io_batch", name=self.name,
                               commands=batch, path=self.path,
                               call_timeout=timeout * len(batch) + 30)
         return [self._observed(CdbResult.from_dict(answer)) for answer in answers]
@@ -241,10 +244,10 @@ class Lun:
         return self.vm.read_file(self.info["handler_output"]).decode(errors="replace")
 
     def kill_handler(self, signum: int = 9) -> int | None:
-        return self.vm.call("lio.lun:kill_handler", name=self.name, signum=signum)
+        return self.vm.call("tcmu_harness.lio.lun:kill_handler", name=self.name, signum=signum)
 
     def restart_handler(self) -> None:
-        self.info = self.vm.call("lio.lun:restart_handler", name=self.name)
+        self.info = self.vm.call("tcmu_harness.lio.lun:restart_handler", name=self.name)
 
 
 def _parse_command_log(raw: bytes) -> Iterator[HandlerCommand]:
@@ -274,8 +277,8 @@ class Sg3:
             if args:
                 raise TypeError(f"pass the arguments of {tool} by keyword")
             kwargs["device"] = device or self._lun.sg
-            answer = _guest_call(self._vm, "lio.commands:sg3_tool", name=self._lun.name,
-                                 tool=tool, kwargs=kwargs,
+            answer = _guest_call(self._vm, "tcmu_harness.lio.commands:sg3_tool",
+                                 name=self._lun.name, tool=tool, kwargs=kwargs,
                                  call_timeout=kwargs.get("timeout", 60) + 30)
             return getattr(sg3_types, answer["type"])(**answer["fields"])
 
@@ -297,7 +300,7 @@ class LunManager:
         name = name or f"lun{next(self._names)}"
         info = _guest_call(
             self.vm,
-            "lio.lun:create",
+            "tcmu_harness.lio.lun:create",
             failure=HandlerSetupError,
             name=name,
             size=spec.size,
@@ -324,7 +327,7 @@ class LunManager:
         through it (appended to lun.paths). Removed when `lun` is deleted."""
         __tracebackhide__ = True
         primary = lun.paths[0]
-        answer = _guest_call(self.vm, "lio.lun:add_path", failure=HandlerSetupError,
+        answer = _guest_call(self.vm, "tcmu_harness.lio.lun:add_path", failure=HandlerSetupError,
                              name=primary.name, call_timeout=330)
         info = {**primary.info, "sg": answer["sg"], "sd": "", "address": answer["address"],
                 "wwn": answer["wwn"], "initiator": answer["initiator"]}
@@ -338,8 +341,8 @@ class LunManager:
         lun = lun.paths[0]
         self.live.pop(lun.name, None)
         for path in lun.paths:
-            self.vm.call("initiator.guest:close", device=path.sg)
-        return self.vm.call("lio.lun:delete", name=lun.name, call_timeout=330)
+            self.vm.call("tcmu_harness.initiator.guest:close", device=path.sg)
+        return self.vm.call("tcmu_harness.lio.lun:delete", name=lun.name, call_timeout=330)
 
     def delete_all(self) -> list[dict[str, Any]]:
         return [self.delete(lun) for lun in list(self.live.values())]
@@ -347,9 +350,9 @@ class LunManager:
     def clear_guest(self) -> list[str]:
         """Delete every LUN the guest holds, this manager's or not (a kept VM keeps what
         an interrupted earlier session left), then configfs leftovers; what was removed."""
-        removed = self.vm.call("lio.lun:delete_all", call_timeout=330)
+        removed = self.vm.call("tcmu_harness.lio.lun:delete_all", call_timeout=330)
         return [*removed, *self.remove_leftovers()]
 
     def remove_leftovers(self) -> list[str]:
         """Delete configfs entries no live LUN owns; returns them (empty when clean)."""
-        return self.vm.call("lio.lun:remove_leftovers", call_timeout=330)
+        return self.vm.call("tcmu_harness.lio.lun:remove_leftovers", call_timeout=330)

@@ -1,7 +1,7 @@
 """The release qualification summary of a run: one static HTML page and its Markdown twin,
 readable without an allure server or any network access.
 
-    python -m harness.summary RUN [--out DIR]
+    python -m tcmu_harness.summary RUN [--out DIR]
 
 RUN is a JUnit XML file or a run directory holding junit.xml; the pages are written as
 summary.html and summary.md next to it (or into --out). They hold: the verdict (PASSED,
@@ -20,8 +20,8 @@ import html
 import sys
 from pathlib import Path
 
-from harness import compare, coverage
-from harness.junit import Case, JunitError, Run, read_run
+from tcmu_harness import compare, coverage
+from tcmu_harness.junit import Case, JunitError, Run, read_run
 
 _EVIDENCE_LINES = 40  # of each failure's text
 
@@ -235,7 +235,7 @@ def write(run: Run, out_dir: Path) -> tuple[Path, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.summary", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tcmu_harness.summary", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", type=Path, nargs="+", metavar="RUN",
                         help="JUnit XML, or a run directory with junit.xml; several make "

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from scsi.constants import Opcode, ServiceAction
+from tcmu_harness.scsi.constants import Opcode, ServiceAction
 
 PR_OUT_PARAMETER_LIST_LEN = 24  # basic PERSISTENT RESERVE OUT parameter list
 UNMAP_DESCRIPTOR_LEN = 16

@@ -1,5 +1,5 @@
 """Guest-side entry points of the initiator, called by the host through the agent
-(`vm.call("initiator.guest:sg_io", ...)`). Arguments and results are JSON + bytes."""
+(`vm.call("tcmu_harness.initiator.guest:sg_io", ...)`). Arguments and results are JSON + bytes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import threading
 import time
 from typing import Any
 
-from initiator import sg3, sgio
+from tcmu_harness.initiator import sg3, sgio
 
 
 def sg_io(

@@ -10,9 +10,14 @@ import dataclasses
 from collections.abc import Callable, Iterable
 from typing import Any, Self
 
-from initiator.linux_codes import DriverStatus, HostStatus, driver_status_name, host_status_name
-from initiator.sense import FieldPointer, Sense, decode_sense, key_name
-from scsi.constants import Asc, Opcode, SenseKey, ServiceAction, Status
+from tcmu_harness.initiator.linux_codes import (
+    DriverStatus,
+    HostStatus,
+    driver_status_name,
+    host_status_name,
+)
+from tcmu_harness.initiator.sense import FieldPointer, Sense, decode_sense, key_name
+from tcmu_harness.scsi.constants import Asc, Opcode, SenseKey, ServiceAction, Status
 
 ANY: Any = object()  # "do not check this field" in expect_check
 _DATA_PREVIEW = 32  # data-in bytes shown by describe()

@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from initiator.asc_names import asc_name
-from scsi.constants import (
+from tcmu_harness.initiator.asc_names import asc_name
+from tcmu_harness.scsi.constants import (
     DESCRIPTOR_SENSE_CURRENT,
     DESCRIPTOR_SENSE_DEFERRED,
     FIXED_SENSE_CURRENT,

@@ -18,8 +18,8 @@ from typing import Any
 
 import sh
 
-from initiator import sg3_parse
-from initiator.sg3_parse import (
+from tcmu_harness.initiator import sg3_parse
+from tcmu_harness.initiator.sg3_parse import (
     Capacity,
     InquiryInfo,
     ModeSenseInfo,
@@ -27,7 +27,7 @@ from initiator.sg3_parse import (
     PrReservation,
     RawOutput,
 )
-from scsi.constants import PrOutAction
+from tcmu_harness.scsi.constants import PrOutAction
 
 DEFAULT_TIMEOUT = 120.0  # seconds for the whole tool process; sg_raw's own default is 20
 _ANY_EXIT = list(range(-64, 256))  # negative: killed by that signal

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from scsi.constants import PrType
+from tcmu_harness.scsi.constants import PrType
 
 _HEX_BYTE = re.compile(r"[0-9a-fA-F]{2}")
 _ADDRESS = re.compile(r"[0-9a-fA-F]+")

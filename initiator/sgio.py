@@ -16,7 +16,7 @@ import threading
 import time
 from types import TracebackType
 
-from initiator.result import CdbResult, opcode_name
+from tcmu_harness.initiator.result import CdbResult, opcode_name
 
 SG_IO = 0x2285
 SG_INTERFACE_ID = ord("S")

@@ -1,15 +1,15 @@
 """Guest-side entry points for commands to a LUN by name, sent under the watchdog
 (lio.watchdog): a handler that dies or hangs with one of them in flight makes it raise
 HandlerFailure with the verdict, not time out. The host's harness.lun.Lun calls these
-(`vm.call("lio.commands:sg_io", name=...)`); arguments and results are JSON + bytes.
+(`vm.call("tcmu_harness.lio.commands:sg_io", name=...)`); arguments and results are JSON + bytes.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from initiator import guest, sg3
-from lio import watchdog
+from tcmu_harness.initiator import guest, sg3
+from tcmu_harness.lio import watchdog
 
 
 def sg_io(

@@ -32,7 +32,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.forkserver import ensure_running
 
 PRELOAD = [
-    "scsi.constants",
+    "tcmu_harness.scsi.constants",
     "tcmu.runner",
     "tcmu.netlink",  # pulls in pyroute2: seconds under TCG if left to each child
     "tcmu.block",

@@ -26,8 +26,8 @@ from typing import Any
 
 from rtslib_fb import LUN, TPG, FabricModule, Target, UserBackedStorageObject
 
-from lio import handlers, watchdog
 from tcmu.spec import load as load_handler_spec
+from tcmu_harness.lio import handlers, watchdog
 
 CONFIGFS = "/sys/kernel/config/target"
 RUN_DIR = "/run/tcmu-harness/handlers"

@@ -34,8 +34,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from initiator.result import opcode_name
-from lio.handlers import HandlerProcess
+from tcmu_harness.initiator.result import opcode_name
+from tcmu_harness.lio.handlers import HandlerProcess
 
 HANG_MARGIN = 3.0  # seconds before the SG_IO timeout / cmd_time_out the handler is judged
 _POLL = 0.5  # seconds between looks at the hang deadlines

@@ -42,7 +42,6 @@ import abc
 import inspect
 from typing import Any, ClassVar
 
-from scsi.constants import Asc, SenseKey
 from tcmu import cdb as cdbs
 from tcmu import sense
 from tcmu.blockutil import data_in
@@ -62,6 +61,7 @@ from tcmu.options import Option, options_of
 from tcmu.rsoc import RsocMixin
 from tcmu.sbc import SbcMixin
 from tcmu.sense import SenseError
+from tcmu_harness.scsi.constants import Asc, SenseKey
 
 __all__ = ["Access", "BlockHandler", "ModePage", "scsi_command", "vpd_page"]
 

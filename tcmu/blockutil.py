@@ -10,9 +10,9 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from scsi.constants import Asc, SenseKey
 from tcmu.handler import Command, Result, ScatterBuffer
 from tcmu.sense import SenseError
+from tcmu_harness.scsi.constants import Asc, SenseKey
 
 _COMPARE_CHUNK = 4096
 

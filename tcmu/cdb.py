@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 import struct
 
-from scsi.constants import Opcode
 from tcmu.sense import SenseError
+from tcmu_harness.scsi.constants import Opcode
 
 # READ(6)/WRITE(6): opcode and 21-bit LBA share the first big-endian word.
 _CDB6_RW = struct.Struct(">IBB")  # opcode|LBA, TRANSFER LENGTH, CONTROL

@@ -26,13 +26,13 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from scsi.constants import Asc, Opcode, SenseKey, ServiceAction
 from tcmu import cdb as cdbs
 from tcmu import sbc_extra
 from tcmu.blockutil import declared, mark
 from tcmu.handler import INTERNAL_FAILURE, Command, Result
 from tcmu.sense import SenseError
 from tcmu.workers import Claim, RangeClaims, Ranges, Workers
+from tcmu_harness.scsi.constants import Asc, Opcode, SenseKey, ServiceAction
 
 log = logging.getLogger(__name__)
 

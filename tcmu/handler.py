@@ -38,10 +38,10 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
-from scsi.constants import Status
 from tcmu.options import Option, check_declarations
 from tcmu.options import resolve as resolve_options
 from tcmu.sense import INTERNAL_FAILURE_SENSE
+from tcmu_harness.scsi.constants import Status
 
 
 class ScatterBuffer:

@@ -17,11 +17,11 @@ import struct
 from collections.abc import Callable
 from typing import ClassVar
 
-from scsi.constants import PeripheralType
 from tcmu import cdb as cdbs
 from tcmu.blockutil import data_in, declared, mark
 from tcmu.handler import Command, DeviceInfo, Result
 from tcmu.sense import SenseError
+from tcmu_harness.scsi.constants import PeripheralType
 
 # Standard INQUIRY data (96 bytes): peripheral, RMB, VERSION, RDF|HiSup, ADDITIONAL LENGTH,
 # three flag bytes, vendor, product, revision, vendor specific + reserved,

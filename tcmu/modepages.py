@@ -16,11 +16,11 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING, Any
 
-from scsi.constants import Asc, SenseKey
 from tcmu import cdb as cdbs
 from tcmu.blockutil import data_in
 from tcmu.handler import Command, DeviceInfo, Result
 from tcmu.sense import FieldPointer, SenseError
+from tcmu_harness.scsi.constants import Asc, SenseKey
 
 PAGE_RW_ERROR_RECOVERY = 0x01
 PAGE_CACHING = 0x08

@@ -15,7 +15,6 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from scsi.constants import Asc, SenseKey
 from tcmu import cdb as cdbs
 from tcmu.blockutil import (
     check_data_in,
@@ -28,6 +27,7 @@ from tcmu.blockutil import (
 )
 from tcmu.handler import Command, Result, ScatterBuffer
 from tcmu.sense import SenseError
+from tcmu_harness.scsi.constants import Asc, SenseKey
 
 if TYPE_CHECKING:
     from tcmu.workers import Workers

@@ -12,11 +12,11 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from scsi.constants import Asc, Status
 from tcmu import cdb as cdbs
 from tcmu.blockutil import check_data_out, data_in, medium_errors, scratch
 from tcmu.handler import Command, Result, ScatterBuffer
 from tcmu.sense import SenseError
+from tcmu_harness.scsi.constants import Asc, Status
 
 if TYPE_CHECKING:
     from tcmu.block import BlockHandler

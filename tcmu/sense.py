@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import struct
 
-from scsi.constants import (
+from tcmu_harness.scsi.constants import (
     DESCRIPTOR_SENSE_CURRENT,
     FIXED_SENSE_CURRENT,
     SENSE_VALID,

@@ -64,7 +64,7 @@ def test_the_suites_catch_every_faulty_handler(tmp_path: Path) -> None:
         argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *files,
                 "-k", keyword, f"--junitxml={junit}"]
         for handler in handlers:
-            argv += ["--handler", handler.spec]
+            argv += ["--tcmu-handler", handler.spec]
         output = (tmp_path / f"faulty-{index}.out").open("w+")
         proc = subprocess.Popen(argv, cwd=PROJECT, stdout=output, stderr=subprocess.STDOUT,
                                 text=True, env=os.environ.copy())  # fmt: skip

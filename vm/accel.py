@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from vm.initramfs import CpioEntry, cpio_newc, find_busybox
+from tcmu_harness.vm.initramfs import CpioEntry, cpio_newc, find_busybox
 
 PROBE_TIMEOUT = 10.0
 _MARKER = "tcmu-harness-kvm-probe-ok"
@@ -98,7 +98,7 @@ def choose_accel(
     if requested == "kvm":
         works, why = probe_kvm(qemu_binary, kernel_image)
         if not works:
-            raise RuntimeError(f"--accel kvm was requested but {why}; use --accel tcg or auto")
+            raise RuntimeError(f"the kvm accelerator was requested but {why}; ask for tcg or auto")
         return AccelChoice("kvm", "requested")
     cache = cache_dir / "kvm-probe.json"
     key = {"boot_id": _boot_id(), "qemu": qemu_binary, "kernel": str(kernel_image)}

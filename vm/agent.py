@@ -1,6 +1,6 @@
 """The guest agent: runs inside the VM, serves the host's requests (vm/protocol.py).
 
-Started by the per-VM boot script (vm/guest_boot.py) as `python -m vm.agent`. One
+Started by the per-VM boot script (vm/guest_boot.py) as `python -m tcmu_harness.vm.agent`. One
 process for the life of the VM, so its Python start-up (seconds under TCG) is paid once;
 requests run on a thread pool so a slow one (a command with a long timeout, an SG_IO
 to a stuck handler) never blocks the others. When the host goes away the agent exits
@@ -45,10 +45,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from vm import protocol
+from tcmu_harness.vm import protocol
 
 # Only the harness's own guest-side packages may be called through `call`.
-CALLABLE_PACKAGES = ("initiator", "lio", "tcmu", "vm", "scsi")
+CALLABLE_PACKAGES = ("tcmu_harness.initiator", "tcmu_harness.lio", "tcmu_harness.vm",
+                     "tcmu_harness.scsi", "tcmu")
 
 
 def find_port(name: str, sys_root: str = "/sys/class/virtio-ports", dev_root: str = "/dev") -> str:
@@ -319,7 +320,9 @@ class Agent:
 
     def op_call(self, req_id: int, fn: str, kwargs: dict[str, Any] | None = None) -> Any:
         module_name, _, func_name = fn.partition(":")
-        if module_name.split(".")[0] not in CALLABLE_PACKAGES or not func_name:
+        inside = any(module_name == p or module_name.startswith(p + ".")
+                     for p in CALLABLE_PACKAGES)
+        if not inside or not func_name:
             raise ValueError(
                 f"cannot call {fn!r}: give package.module:function within "
                 f"{', '.join(CALLABLE_PACKAGES)}"
@@ -339,7 +342,7 @@ def _uptime() -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vm.agent", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tcmu_harness.vm.agent", description=__doc__)
     parser.add_argument("--port-name", default=protocol.PORT_NAME)
     parser.add_argument("--port", help="device path (default: found by --port-name)")
     parser.add_argument("--warm", action="append", default=[], metavar="MODULE:FUNCTION",

@@ -8,10 +8,10 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from vm.client import AgentClient
-from vm.keeper import KeeperError, read_state
-from vm.kernel import Kernel
-from vm.machine import VirtualMachine
+from tcmu_harness.vm.client import AgentClient
+from tcmu_harness.vm.keeper import KeeperError, read_state
+from tcmu_harness.vm.kernel import Kernel
+from tcmu_harness.vm.machine import VirtualMachine
 
 
 class AttachedMachine(VirtualMachine):

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from vm import protocol
+from tcmu_harness.vm import protocol
 
 
 class VMError(Exception):

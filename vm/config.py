@@ -43,7 +43,7 @@ class VmConfig:
     qemu_binary: str = "qemu-system-x86_64"
     # Guest functions the agent calls in the background as soon as it runs: the
     # handler forkserver takes seconds to import under TCG, so start it during boot.
-    guest_warmup: tuple[str, ...] = ("lio.lun:warm",)
+    guest_warmup: tuple[str, ...] = ("tcmu_harness.lio.lun:warm",)
 
     def __post_init__(self) -> None:
         if self.accel not in ACCELERATORS:

@@ -19,7 +19,7 @@ def stage2_script(
     kernel_version: str,
     modules_dir: Path,
     python: str,
-    project_dir: Path,
+    work_dir: Path,
     env: Mapping[str, str],
     warmup: tuple[str, ...] = (),
 ) -> str:
@@ -44,8 +44,8 @@ mkdir -p /etc/target/pr {GUEST_RUN_DIR}/handlers
 echo /etc/target > /sys/kernel/config/target/dbroot || console "cannot set the target dbroot"
 hostname tcmu-harness-guest
 export {exports}
-cd {q(str(project_dir))} || console "cannot enter "{q(str(project_dir))}
-{q(python)} -m vm.agent{warm}
+cd {q(str(work_dir))} || console "cannot enter "{q(str(work_dir))}
+{q(python)} -m tcmu_harness.vm.agent{warm}
 console "guest agent exited with status $?; powering off"
 sync
 echo o > /proc/sysrq-trigger

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 
-from vm.client import VMError
+from tcmu_harness.vm.client import VMError
 
 # program -> Debian package; busybox, kmod and zstd are checked where they are used.
 GUEST_TOOLS = {"sg_raw": "sg3-utils", "sg_inq": "sg3-utils", "sg_reset": "sg3-utils"}

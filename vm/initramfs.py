@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from vm.modules import module_closure, read_module
+from tcmu_harness.vm.modules import module_closure, read_module
 
 ROOT_TAG = "hostroot"  # 9p mount tag of the host's /
 SHARE_TAG = "harness"  # 9p mount tag of the per-VM share (writable)

@@ -1,7 +1,7 @@
 """A VM that stays up between test sessions, for the developer's inner loop.
 
-    tcmu-harness vm up [--kernel SPEC ...]    boot it; the keeper process owns it
-    pytest --vm-attach suites/...             sessions use it instead of booting
+    tcmu-harness vm up [--kernel SPEC ...]         boot it; the keeper process owns it
+    pytest --tcmu-vm-attach suites/...             sessions use it instead of booting
     tcmu-harness vm status | vm down
 
 The keeper is a background process that boots one VirtualMachine and relays agent
@@ -31,10 +31,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vm import protocol
-from vm.client import AgentError, LostVMError, VMError
-from vm.config import VmConfig
-from vm.machine import VirtualMachine
+from tcmu_harness.vm import protocol
+from tcmu_harness.vm.client import AgentError, LostVMError, VMError
+from tcmu_harness.vm.config import VmConfig
+from tcmu_harness.vm.machine import VirtualMachine
 
 STATE_FILE = "keeper.json"
 SOCKET_FILE = "keeper.sock"
@@ -186,7 +186,7 @@ def _serve_client(vm: VirtualMachine, conn: socket.socket, identity: dict[str, A
 
 
 def main(argv: list[str]) -> int:
-    """python -m vm.keeper CONFIG_JSON: the process `tcmu-harness vm up` starts."""
+    """python -m tcmu_harness.vm.keeper CONFIG_JSON: the process `tcmu-harness vm up` starts."""
     fields = json.loads(argv[0])
     fields["cache_dir"] = Path(fields["cache_dir"])
     if fields.get("log_dir"):

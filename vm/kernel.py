@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-from vm.debian import (
+from tcmu_harness.vm.debian import (
     AptError,
     Available,
     PrivateApt,

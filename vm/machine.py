@@ -38,16 +38,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from vm import guest_boot
-from vm.accel import choose_accel
-from vm.client import AgentClient, AgentTimeout, LostVMError, VMError
-from vm.config import VmConfig
-from vm.host_tools import require_host_tools
-from vm.initramfs import STAGE2, build_initramfs
-from vm.kernel import Kernel, parse_kernel_spec, resolve_kernel
-from vm.qemu import QemuLaunch, qemu_argv
+from tcmu_harness.vm import guest_boot
+from tcmu_harness.vm.accel import choose_accel
+from tcmu_harness.vm.client import AgentClient, AgentTimeout, LostVMError, VMError
+from tcmu_harness.vm.config import VmConfig
+from tcmu_harness.vm.host_tools import require_host_tools
+from tcmu_harness.vm.initramfs import STAGE2, build_initramfs
+from tcmu_harness.vm.kernel import Kernel, parse_kernel_spec, resolve_kernel
+from tcmu_harness.vm.qemu import QemuLaunch, qemu_argv
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 _PR_SET_PDEATHSIG = 1
 TEMP_PREFIX = "tcmu-harness-vm-"  # tempfile.mkdtemp prefix of every VM's private dir
 PID_FILE = "owner.pid"  # in the temp dir: the pid of the process that owns the VM
@@ -151,6 +150,9 @@ class VirtualMachine:
     config: VmConfig = field(default_factory=VmConfig)
     log: Callable[[str], None] = lambda message: None
     name: str = "vm"
+    # The guest works where the host does (its / is the host's, over 9p): handler file
+    # paths and module names given relative to the host's working directory resolve there.
+    work_dir: Path = field(default_factory=Path.cwd)
 
     kernel: Kernel | None = field(default=None, init=False)
     accel: str = field(default="", init=False)
@@ -203,7 +205,7 @@ class VirtualMachine:
                 kernel_version=kernel.version,
                 modules_dir=kernel.modules_dir,
                 python=sys.executable,
-                project_dir=PROJECT_DIR,
+                work_dir=self.work_dir,
                 env=self._guest_env(),
                 warmup=cfg.guest_warmup,
             )
@@ -261,7 +263,7 @@ class VirtualMachine:
             "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
             "HOME": "/root",
             "LANG": "C.UTF-8",
-            "PYTHONPATH": str(PROJECT_DIR),
+            "PYTHONPATH": str(self.work_dir),
             # The host's tree is read-only in the guest and often has no bytecode: without
             # a cache every handler process compiles its handler's file anew (~1 s under
             # TCG for a faulty-handler module), so bytecode goes to the guest's tmpfs.

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from vm.initramfs import ROOT_TAG, SHARE_TAG
-from vm.protocol import PORT_NAME
+from tcmu_harness.vm.initramfs import ROOT_TAG, SHARE_TAG
+from tcmu_harness.vm.protocol import PORT_NAME
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,9 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from initiator.result import CdbResult, status_name
-from initiator.sense import decode_sense
-from scsi.constants import Asc, SenseKey, Status
+from tcmu_harness.initiator.result import CdbResult, status_name
+from tcmu_harness.initiator.sense import decode_sense
+from tcmu_harness.scsi.constants import Asc, SenseKey, Status
 
 _PRE_FETCH = {0x34, 0x90}
 _RESERVATIONS = {0x5F, 0x16, 0x17, 0x56, 0x57}  # PR OUT, RESERVE/RELEASE(6/10)

@@ -1,4 +1,4 @@
-"""Fixtures of the fuzz suite: its settings (--fuzz-examples, --fuzz-seed, declared in
+"""Fixtures of the fuzz suite: its settings (--tcmu-fuzz-examples, --tcmu-fuzz-seed, declared in
 suites/conftest.py) and a small patterned LUN per test."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 
-from harness.lun import Lun, LunSpec
-from suites.fuzz.medium import PatternedMedium
+from tcmu_harness.lun import Lun, LunSpec
+from tcmu_harness.suites.fuzz.medium import PatternedMedium
 
 MEDIUM_BLOCKS = 256  # small: random LBAs land inside it, and its digest is cheap
 
@@ -18,7 +18,7 @@ MEDIUM_BLOCKS = 256  # small: random LBAs land inside it, and its digest is chea
 @pytest.fixture
 def fuzz_seed(pytestconfig: pytest.Config) -> int:
     seed: int = pytestconfig.option.fuzz_seed
-    print(f"fuzz seed {seed} (--fuzz-seed {seed} repeats these examples)")
+    print(f"fuzz seed {seed} (--tcmu-fuzz-seed {seed} repeats these examples)")
     return seed
 
 
@@ -50,4 +50,4 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if any("suites/fuzz/" in r.nodeid for key in ("passed", "failed", "error")
            for r in terminalreporter.stats.get(key, []) if hasattr(r, "nodeid")):
         terminalreporter.write_line(f"fuzz: seed {opt.fuzz_seed}, {opt.fuzz_examples} "
-                                    "examples per test (--fuzz-seed, --fuzz-examples)")
+                                    "examples per test (--tcmu-fuzz-seed, --tcmu-fuzz-examples)")

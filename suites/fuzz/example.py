@@ -7,10 +7,10 @@ import hashlib
 import shlex
 from pathlib import Path
 
-from harness.lun import HandlerFailure, LunSpec
-from suites.fuzz.checks import CRASHED, FuzzCase, answer_problems, replay_line
-from suites.fuzz.footprint import NOTHING, footprint
-from suites.fuzz.medium import PatternedMedium
+from tcmu_harness.lun import HandlerFailure, LunSpec
+from tcmu_harness.suites.fuzz.checks import CRASHED, FuzzCase, answer_problems, replay_line
+from tcmu_harness.suites.fuzz.footprint import NOTHING, footprint
+from tcmu_harness.suites.fuzz.medium import PatternedMedium
 
 
 class FuzzFailure(AssertionError):
@@ -68,4 +68,4 @@ def run_example(medium: PatternedMedium, cases: list[FuzzCase], args: str, seed:
         failure, message = HandlerFailure, str(exc)
     if message:
         raise failure(f"{message}\n{_replay(cases, args, data_dir)}\n"
-                      f"(fuzz seed {seed}: --fuzz-seed {seed} runs these examples again)")
+                      f"(fuzz seed {seed}: --tcmu-fuzz-seed {seed} runs these examples again)")

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import hashlib
 
-from harness.blocks import differing_blocks, pattern
-from harness.lun import Lun
-from initiator import cdb
-from initiator.result import CdbResult
-from scsi.constants import SenseKey, Status
-from suites.fuzz.footprint import Footprint
+from tcmu_harness.blocks import differing_blocks, pattern
+from tcmu_harness.initiator import cdb
+from tcmu_harness.initiator.result import CdbResult
+from tcmu_harness.lun import Lun
+from tcmu_harness.scsi.constants import SenseKey, Status
+from tcmu_harness.suites.fuzz.footprint import Footprint
 
 SEED = 0xF022  # the pattern's seed: no other suite writes it
 _READY_TRIES = 6  # commands spent clearing unit attentions and restarting a stopped unit

@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 from hypothesis import strategies as st
 
-from initiator import cdb as build
-from scsi.constants import Opcode
-from suites.fuzz.checks import FuzzCase
+from tcmu_harness.initiator import cdb as build
+from tcmu_harness.scsi.constants import Opcode
+from tcmu_harness.suites.fuzz.checks import FuzzCase
 
 MAX_TRANSFER = 16 << 10  # bytes of data-in or data-out a fuzzed command asks for, at most
 _GROUP_LENGTHS = {0: 6, 1: 10, 2: 10, 4: 16, 5: 12}

@@ -7,8 +7,8 @@ change no block outside those the commands may change (suites/fuzz/footprint.py)
 small LUN filled with a known pattern (suites/fuzz/medium.py).
 
 An example is a batch of 1-6 commands sent in one agent round trip, then one check of
-the medium. Examples per test: --fuzz-examples (default 15, ~20 s per test and handler
-under TCG); their seed: --fuzz-seed (default 0, so CI runs the same examples each time;
+the medium. Examples per test: --tcmu-fuzz-examples (default 15, ~20 s per test and handler
+under TCG); their seed: --tcmu-fuzz-seed (default 0, so CI runs the same examples each time;
 "random" draws one and prints it). A failure prints every command of its example as a
 `tcmu-harness run -- sg_raw ...` line (data-out in reports/fuzz/).
 """
@@ -23,11 +23,11 @@ from hypothesis import given, seed
 from hypothesis import settings as Settings
 from hypothesis import strategies as st
 
-from harness.lun import LunSpec
-from suites.fuzz.checks import FuzzCase
-from suites.fuzz.example import handler_args, run_example
-from suites.fuzz.medium import PatternedMedium
-from suites.fuzz.strategies import any_cdb, disagreeing_transfer, mutated_cdb
+from tcmu_harness.lun import LunSpec
+from tcmu_harness.suites.fuzz.checks import FuzzCase
+from tcmu_harness.suites.fuzz.example import handler_args, run_example
+from tcmu_harness.suites.fuzz.medium import PatternedMedium
+from tcmu_harness.suites.fuzz.strategies import any_cdb, disagreeing_transfer, mutated_cdb
 
 pytestmark = pytest.mark.vm
 

@@ -8,7 +8,7 @@
     helper_lun            factory: helper_lun("SlowDisk", delay_s=6, attributes={...},
                           control={...}) (control: the backstore's control= before enable)
                           -> a LUN served by a handler of suites/kernel/kernel_handlers.py,
-                          whatever --handler says (the behaviour under test is the
+                          whatever --tcmu-handler says (the behaviour under test is the
                           kernel's); deleted after the test, teardown checked
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from harness.lun import Lun, LunManager, LunSpec
+from tcmu_harness.lun import Lun, LunManager, LunSpec
 
 HANDLERS = Path(__file__).resolve().parent / "kernel_handlers.py"
 _ATTRIBUTES = pytest.StashKey[frozenset[str]]()

@@ -26,12 +26,12 @@ import threading
 import time
 from typing import Any
 
-from scsi.constants import Status
 from tcmu.block import BlockHandler, scsi_command
 from tcmu.handler import Command, Result
 from tcmu.handlers.filedisk import FileDisk
 from tcmu.handlers.ramdisk import RamDisk
 from tcmu.options import Option
+from tcmu_harness.scsi.constants import Status
 
 SLOW_OPCODE = 0xC1
 SHORT_READ_OPCODE = 0xC2

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from harness.lun import Lun
-from initiator import cdb
-from scsi.constants import SenseKey, Status
+from tcmu_harness.initiator import cdb
+from tcmu_harness.lun import Lun
+from tcmu_harness.scsi.constants import SenseKey, Status
 
 
 def pending_unit_attentions(*luns: Lun) -> list[tuple[int, int] | None]:

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from harness.lun import HandlerCommand, Lun
-from initiator.result import CdbResult
-from suites.kernel.kernel_handlers import HOLD_OPCODE
+from tcmu_harness.initiator.result import CdbResult
+from tcmu_harness.lun import HandlerCommand, Lun
+from tcmu_harness.suites.kernel.kernel_handlers import HOLD_OPCODE
 
 T = TypeVar("T")
 _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ring-io")
@@ -23,7 +23,7 @@ _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ring-io")
 def sg_io(lun: Lun, cdb: bytes, *, data_in_len: int = 0, timeout: float = 30.0) -> CdbResult:
     """One SG_IO on the LUN's sg node, not watched."""
     return CdbResult.from_dict(lun.vm.call(
-        "initiator.guest:sg_io", device=lun.sg, cdb=cdb, data_in_len=data_in_len,
+        "tcmu_harness.initiator.guest:sg_io", device=lun.sg, cdb=cdb, data_in_len=data_in_len,
         timeout=timeout, call_timeout=timeout + 60))
 
 
@@ -31,7 +31,7 @@ def concurrently(lun: Lun, commands: list[dict[str, Any]]) -> list[CdbResult]:
     """initiator.guest.sg_io_concurrent on the LUN's sg node (a command's "device" may
     name another path's); results in the order given."""
     longest = max(c.get("timeout", 30.0) + c.get("delay", 0.0) for c in commands)
-    answers = lun.vm.call("initiator.guest:sg_io_concurrent", device=lun.sg,
+    answers = lun.vm.call("tcmu_harness.initiator.guest:sg_io_concurrent", device=lun.sg,
                           commands=commands, call_timeout=longest + 60)
     results = []
     for answer in answers:

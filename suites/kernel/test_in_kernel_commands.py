@@ -19,10 +19,18 @@ from collections.abc import Callable
 
 import pytest
 
-from harness.lun import HandlerCommand, Lun, LunManager
-from initiator import cdb
-from initiator.result import CdbResult
-from scsi.constants import Asc, Opcode, PrInAction, PrOutAction, PrType, SenseKey, Status
+from tcmu_harness.initiator import cdb
+from tcmu_harness.initiator.result import CdbResult
+from tcmu_harness.lun import HandlerCommand, Lun, LunManager
+from tcmu_harness.scsi.constants import (
+    Asc,
+    Opcode,
+    PrInAction,
+    PrOutAction,
+    PrType,
+    SenseKey,
+    Status,
+)
 
 pytestmark = pytest.mark.vm
 
@@ -81,12 +89,12 @@ def test_report_luns_lists_every_lun_of_the_target_and_never_reaches_the_handler
     TCMU device: the LUN list (SPC-4 6.33, single level LUN addressing, SELECT REPORT 0)
     holds every LUN mapped for this I_T nexus, LUN 0 among them, whichever LUN receives
     the command; the handler never sees it (its command log)."""
-    mapped = [lun_manager.vm.call("lio.lun:map_again", name=lun.name, lun_index=index,
+    mapped = [lun_manager.vm.call("tcmu_harness.lio.lun:map_again", name=lun.name, lun_index=index,
                                   call_timeout=90) for index in EXTRA_LUNS]
     want = sorted([0, *EXTRA_LUNS])
     for sg in (lun.sg, mapped[-1]["sg"]):
         answer = CdbResult.from_dict(lun_manager.vm.call(
-            "initiator.guest:sg_io", device=sg, cdb=cdb.report_luns(alloc_len=256),
+            "tcmu_harness.initiator.guest:sg_io", device=sg, cdb=cdb.report_luns(alloc_len=256),
             data_in_len=256))
         data = answer.expect_good().data
         (length,) = struct.unpack_from(">I", data)
@@ -95,7 +103,7 @@ def test_report_luns_lists_every_lun_of_the_target_and_never_reaches_the_handler
         assert all(e[2:] == bytes(6) and e[0] == 0 for e in entries), data.hex(" ")
         assert sorted(e[1] for e in entries) == want, f"via {sg}: {data.hex(' ')}"
     for m in mapped:
-        lun_manager.vm.call("initiator.guest:close", device=m["sg"])
+        lun_manager.vm.call("tcmu_harness.initiator.guest:close", device=m["sg"])
     assert Opcode.REPORT_LUNS not in {c.opcode for c in lun.handler_commands()}
 
 

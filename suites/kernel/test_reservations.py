@@ -28,10 +28,10 @@ from collections.abc import Callable
 
 import pytest
 
-from harness.lun import HandlerCommand, Lun
-from initiator import cdb
-from initiator.result import CdbResult
-from scsi.constants import Opcode, PrInAction, PrOutAction, PrType, SenseKey, Status
+from tcmu_harness.initiator import cdb
+from tcmu_harness.initiator.result import CdbResult
+from tcmu_harness.lun import HandlerCommand, Lun
+from tcmu_harness.scsi.constants import Opcode, PrInAction, PrOutAction, PrType, SenseKey, Status
 
 pytestmark = pytest.mark.vm
 

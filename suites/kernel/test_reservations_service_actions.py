@@ -37,11 +37,11 @@ from collections.abc import Callable
 
 import pytest
 
-from harness.lun import Lun, LunManager
-from initiator import cdb
-from initiator.result import CdbResult
-from scsi.constants import Opcode, PrInAction, PrOutAction, PrType, SenseKey, Status
-from suites.kernel.nexus import pending_unit_attentions
+from tcmu_harness.initiator import cdb
+from tcmu_harness.initiator.result import CdbResult
+from tcmu_harness.lun import Lun, LunManager
+from tcmu_harness.scsi.constants import Opcode, PrInAction, PrOutAction, PrType, SenseKey, Status
+from tcmu_harness.suites.kernel.nexus import pending_unit_attentions
 
 pytestmark = pytest.mark.vm
 
@@ -58,7 +58,7 @@ RESERVATION_OPCODES = {Opcode.PERSISTENT_RESERVE_IN, Opcode.PERSISTENT_RESERVE_O
 def nexuses(helper_lun: Callable[..., Lun], lun_manager: LunManager,
             require_attribute: Callable[[str], None]) -> tuple[Lun, Lun, Lun]:
     """Paths A, B and C: one fresh LUN seen through three I_T nexuses. The kernel's
-    behaviour is under test, so one handler (helper_lun), whatever --handler says."""
+    behaviour is under test, so one handler (helper_lun), whatever --tcmu-handler says."""
     require_attribute("pgr_support")
     a = helper_lun("KernelProbeDisk")
     lun_manager.add_path(a)

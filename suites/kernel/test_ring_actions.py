@@ -14,11 +14,11 @@ from collections.abc import Callable
 
 import pytest
 
-from harness.lun import Lun
-from initiator import cdb
-from scsi.constants import Asc, Opcode, SenseKey, Status
-from suites.kernel.kernel_handlers import hold_cdb, hold_pattern
-from suites.kernel.ring_io import (
+from tcmu_harness.initiator import cdb
+from tcmu_harness.lun import Lun
+from tcmu_harness.scsi.constants import Asc, Opcode, SenseKey, Status
+from tcmu_harness.suites.kernel.kernel_handlers import hold_cdb, hold_pattern
+from tcmu_harness.suites.kernel.ring_io import (
     action,
     after,
     concurrently,

@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 import pytest
 
-from harness.lun import Lun
-from suites.kernel.kernel_handlers import hold_cdb, hold_pattern
-from suites.kernel.ring_io import concurrently, held
+from tcmu_harness.lun import Lun
+from tcmu_harness.suites.kernel.kernel_handlers import hold_cdb, hold_pattern
+from tcmu_harness.suites.kernel.ring_io import concurrently, held
 
 pytestmark = pytest.mark.vm
 

@@ -16,11 +16,11 @@ from collections.abc import Callable
 
 import pytest
 
-from harness.lun import Lun, LunManager
-from initiator.linux_codes import HostStatus
-from scsi.constants import Status
-from suites.kernel.kernel_handlers import hold_cdb, hold_pattern
-from suites.kernel.ring_io import concurrently, held
+from tcmu_harness.initiator.linux_codes import HostStatus
+from tcmu_harness.lun import Lun, LunManager
+from tcmu_harness.scsi.constants import Status
+from tcmu_harness.suites.kernel.kernel_handlers import hold_cdb, hold_pattern
+from tcmu_harness.suites.kernel.ring_io import concurrently, held
 
 pytestmark = pytest.mark.vm
 

@@ -12,11 +12,11 @@ from collections.abc import Callable
 
 import pytest
 
-from harness.lun import Lun
-from initiator import cdb
-from initiator.result import CdbResult
-from scsi.constants import Asc, Opcode, SenseKey, Status
-from suites.kernel.kernel_handlers import (
+from tcmu_harness.initiator import cdb
+from tcmu_harness.initiator.result import CdbResult
+from tcmu_harness.lun import Lun
+from tcmu_harness.scsi.constants import Asc, Opcode, SenseKey, Status
+from tcmu_harness.suites.kernel.kernel_handlers import (
     ODD_SENSE,
     SENSE_OPCODE,
     SENSE_WITH_DATA_OPCODE,
@@ -141,7 +141,7 @@ def test_a_handler_slower_than_cmd_time_out_gets_not_ready_and_the_ring_keeps_wo
     assert lun.attribute("cmd_time_out") == str(CMD_TIME_OUT)
     start = time.monotonic()
     result = CdbResult.from_dict(lun.vm.call(
-        "initiator.guest:sg_io", device=lun.sg, cdb=_cdb10(SLOW_OPCODE), timeout=60,
+        "tcmu_harness.initiator.guest:sg_io", device=lun.sg, cdb=_cdb10(SLOW_OPCODE), timeout=60,
         call_timeout=90))
     elapsed = time.monotonic() - start
     result.expect_check(SenseKey.NOT_READY, Asc.LOGICAL_UNIT_COMMUNICATION_FAILURE)

@@ -12,12 +12,12 @@ from collections.abc import Callable
 
 import pytest
 
-from harness.lun import Lun
-from initiator import cdb
-from initiator.linux_codes import HostStatus
-from scsi.constants import SenseKey, Status
-from suites.kernel.kernel_handlers import hold_cdb, hold_pattern
-from suites.kernel.ring_io import after, concurrently, held, sg_io, tmr_records
+from tcmu_harness.initiator import cdb
+from tcmu_harness.initiator.linux_codes import HostStatus
+from tcmu_harness.lun import Lun
+from tcmu_harness.scsi.constants import SenseKey, Status
+from tcmu_harness.suites.kernel.kernel_handlers import hold_cdb, hold_pattern
+from tcmu_harness.suites.kernel.ring_io import after, concurrently, held, sg_io, tmr_records
 
 pytestmark = pytest.mark.vm
 

@@ -23,10 +23,10 @@ from collections.abc import Callable
 
 import pytest
 
-from harness.lun import Lun, LunManager
-from initiator import cdb
-from scsi.constants import Opcode, SenseKey, Status
-from suites.kernel.nexus import pending_unit_attentions
+from tcmu_harness.initiator import cdb
+from tcmu_harness.lun import Lun, LunManager
+from tcmu_harness.scsi.constants import Opcode, SenseKey, Status
+from tcmu_harness.suites.kernel.nexus import pending_unit_attentions
 
 pytestmark = pytest.mark.vm
 
@@ -38,7 +38,7 @@ UA_CAPACITY_CHANGED = (0x2A, 0x09)  # CAPACITY DATA HAS CHANGED
 @pytest.fixture
 def paths(helper_lun: Callable[..., Lun], lun_manager: LunManager) -> tuple[Lun, Lun]:
     """Path A and path B: one fresh LUN seen through two I_T nexuses, served by the
-    RAM disk of kernel_handlers.py whatever --handler says (the kernel is under test)."""
+    RAM disk of kernel_handlers.py whatever --tcmu-handler says (the kernel is under test)."""
     a = helper_lun("KernelProbeDisk")
     return a, lun_manager.add_path(a)
 
@@ -90,7 +90,7 @@ def test_mapping_another_lun_tells_the_target_s_other_luns(
     target) none; the handler answered no command with a unit attention."""
     a, b = paths
     since = len(a.handler_commands())
-    lun_manager.vm.call("lio.lun:map_again", name=a.name, lun_index=1)
+    lun_manager.vm.call("tcmu_harness.lio.lun:map_again", name=a.name, lun_index=1)
     assert pending_unit_attentions(a, b) == [UA_LUNS_CHANGED, None]
     # The handler's log also has the kernel's probe of the new LUN 1 (the same
     # backstore; 6.12's sd asks for a mode page the RAM disk refuses, 24/00); none of

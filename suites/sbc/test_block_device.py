@@ -21,11 +21,11 @@ from collections.abc import Callable
 
 import pytest
 
-from harness.blocks import assert_blocks_equal, pattern
-from harness.caps import Capabilities, discover
-from harness.lun import HandlerCommand, Lun
-from initiator import cdb
-from scsi.constants import Opcode, Status
+from tcmu_harness.blocks import assert_blocks_equal, pattern
+from tcmu_harness.caps import Capabilities, discover
+from tcmu_harness.initiator import cdb
+from tcmu_harness.lun import HandlerCommand, Lun
+from tcmu_harness.scsi.constants import Opcode, Status
 
 pytestmark = pytest.mark.vm
 

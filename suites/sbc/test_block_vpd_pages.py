@@ -14,12 +14,12 @@ from collections.abc import Callable
 
 import pytest
 
-from harness.blocks import assert_blocks_equal, pattern
-from harness.caps import BlockLimits, Capabilities, Provisioning
-from harness.lun import Lun, LunSpec
-from initiator import cdb
-from initiator.sense import FieldPointer
-from scsi.constants import Asc, Opcode, SenseKey
+from tcmu_harness.blocks import assert_blocks_equal, pattern
+from tcmu_harness.caps import BlockLimits, Capabilities, Provisioning
+from tcmu_harness.initiator import cdb
+from tcmu_harness.initiator.sense import FieldPointer
+from tcmu_harness.lun import Lun, LunSpec
+from tcmu_harness.scsi.constants import Asc, Opcode, SenseKey
 
 pytestmark = pytest.mark.vm
 

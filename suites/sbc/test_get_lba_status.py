@@ -18,13 +18,13 @@ from collections.abc import Callable
 
 import pytest
 
-from harness.blocks import area, assert_blocks_equal, page_blocks, pattern
-from harness.caps import Capabilities, discover
-from harness.lun import Lun
-from initiator import cdb
-from initiator.result import CdbResult
-from initiator.sense import FieldPointer
-from scsi.constants import Asc, Opcode, SenseKey, ServiceAction
+from tcmu_harness.blocks import area, assert_blocks_equal, page_blocks, pattern
+from tcmu_harness.caps import Capabilities, discover
+from tcmu_harness.initiator import cdb
+from tcmu_harness.initiator.result import CdbResult
+from tcmu_harness.initiator.sense import FieldPointer
+from tcmu_harness.lun import Lun
+from tcmu_harness.scsi.constants import Asc, Opcode, SenseKey, ServiceAction
 
 pytestmark = pytest.mark.vm
 

@@ -15,12 +15,12 @@ from collections.abc import Callable
 
 import pytest
 
-from harness.blocks import assert_blocks_equal, pattern
-from harness.caps import Capabilities, Capacity
-from harness.lun import Lun, LunSpec
-from initiator import cdb
-from initiator.sense import FieldPointer
-from scsi.constants import Asc, Opcode, SenseKey
+from tcmu_harness.blocks import assert_blocks_equal, pattern
+from tcmu_harness.caps import Capabilities, Capacity
+from tcmu_harness.initiator import cdb
+from tcmu_harness.initiator.sense import FieldPointer
+from tcmu_harness.lun import Lun, LunSpec
+from tcmu_harness.scsi.constants import Asc, Opcode, SenseKey
 
 pytestmark = pytest.mark.vm
 
@@ -185,7 +185,7 @@ def test_logical_blocks_per_physical_block_exponent_is_the_session_setting(
     caps: Capabilities, lun_spec: LunSpec
 ) -> None:
     """SBC-4 5.21.2: LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT is the geometry the LUN was
-    given (--physical-block-exponent); LOWEST ALIGNED LOGICAL BLOCK ADDRESS 0."""
+    given (--tcmu-physical-block-exponent); LOWEST ALIGNED LOGICAL BLOCK ADDRESS 0."""
     assert caps.capacity is not None
     expected = int(lun_spec.handler_options.get("physical_block_exponent", "0"))
     assert caps.capacity.lbppbe == expected, (

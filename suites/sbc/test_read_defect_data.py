@@ -17,11 +17,11 @@ import itertools
 
 import pytest
 
-from harness.caps import Capabilities
-from harness.lun import Lun
-from initiator import cdb
-from initiator.result import CdbResult
-from scsi.constants import Asc, Opcode, SenseKey
+from tcmu_harness.caps import Capabilities
+from tcmu_harness.initiator import cdb
+from tcmu_harness.initiator.result import CdbResult
+from tcmu_harness.lun import Lun
+from tcmu_harness.scsi.constants import Asc, Opcode, SenseKey
 
 pytestmark = pytest.mark.vm
 

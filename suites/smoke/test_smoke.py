@@ -2,7 +2,7 @@
 
 Each test sends real CDBs through SG_IO on the LUN's /dev/sg node in the guest (some
 also through sg3_utils) and checks status, sense key, ASC/ASCQ and data exactly. It
-runs against whatever handler --handler names; the default is the reference RAM disk.
+runs against whatever handler --tcmu-handler names; the default is the reference RAM disk.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import struct
 
 import pytest
 
-from harness.lun import Lun
-from initiator import cdb
-from scsi.constants import Asc, Opcode, PeripheralType, SenseKey, Status
+from tcmu_harness.initiator import cdb
+from tcmu_harness.lun import Lun
+from tcmu_harness.scsi.constants import Asc, Opcode, PeripheralType, SenseKey, Status
 
 pytestmark = pytest.mark.vm
 

@@ -11,10 +11,10 @@ import struct
 
 import pytest
 
-from harness.lun import Lun
-from initiator import cdb
-from initiator.result import CdbResult, expect_invalid_field_in_cdb
-from scsi.constants import PeripheralType
+from tcmu_harness.initiator import cdb
+from tcmu_harness.initiator.result import CdbResult, expect_invalid_field_in_cdb
+from tcmu_harness.lun import Lun
+from tcmu_harness.scsi.constants import PeripheralType
 
 pytestmark = pytest.mark.vm
 

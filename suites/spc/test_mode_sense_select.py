@@ -16,13 +16,13 @@ import struct
 
 import pytest
 
-from harness.blocks import assert_blocks_equal, pattern
-from harness.caps import Capabilities
-from harness.lun import Lun
-from initiator import cdb
-from initiator.result import CdbResult
-from initiator.sense import FieldPointer
-from scsi.constants import Asc, Opcode, SenseKey
+from tcmu_harness.blocks import assert_blocks_equal, pattern
+from tcmu_harness.caps import Capabilities
+from tcmu_harness.initiator import cdb
+from tcmu_harness.initiator.result import CdbResult
+from tcmu_harness.initiator.sense import FieldPointer
+from tcmu_harness.lun import Lun
+from tcmu_harness.scsi.constants import Asc, Opcode, SenseKey
 
 pytestmark = pytest.mark.vm
 

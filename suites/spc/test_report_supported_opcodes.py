@@ -18,12 +18,12 @@ import struct
 
 import pytest
 
-from harness.caps import Capabilities, command_name
-from harness.lun import Lun
-from initiator import cdb
-from initiator.result import CdbResult
-from initiator.sense import FieldPointer
-from scsi.constants import Asc, Opcode, SenseKey, ServiceAction, Status
+from tcmu_harness.caps import Capabilities, command_name
+from tcmu_harness.initiator import cdb
+from tcmu_harness.initiator.result import CdbResult
+from tcmu_harness.initiator.sense import FieldPointer
+from tcmu_harness.lun import Lun
+from tcmu_harness.scsi.constants import Asc, Opcode, SenseKey, ServiceAction, Status
 
 pytestmark = pytest.mark.vm
 

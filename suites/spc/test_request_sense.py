@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import pytest
 
-from harness.caps import Capabilities
-from harness.lun import Lun
-from initiator import cdb
-from initiator.result import CdbResult
-from initiator.sense import FieldPointer, decode_sense
-from scsi.constants import (
+from tcmu_harness.caps import Capabilities
+from tcmu_harness.initiator import cdb
+from tcmu_harness.initiator.result import CdbResult
+from tcmu_harness.initiator.sense import FieldPointer, decode_sense
+from tcmu_harness.lun import Lun
+from tcmu_harness.scsi.constants import (
     DESCRIPTOR_SENSE_CURRENT,
     FIXED_SENSE_CURRENT,
     Asc,

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from harness.caps import Capabilities
-from harness.lun import Lun
-from initiator import cdb
-from scsi.constants import Asc, Opcode, SenseKey, Status
+from tcmu_harness.caps import Capabilities
+from tcmu_harness.initiator import cdb
+from tcmu_harness.lun import Lun
+from tcmu_harness.scsi.constants import Asc, Opcode, SenseKey, Status
 
 pytestmark = pytest.mark.vm
 

@@ -13,10 +13,10 @@ from collections.abc import Callable
 
 import pytest
 
-from harness.caps import Capabilities
-from harness.lun import Lun
-from initiator import cdb
-from initiator.result import CdbResult, expect_invalid_field_in_cdb
+from tcmu_harness.caps import Capabilities
+from tcmu_harness.initiator import cdb
+from tcmu_harness.initiator.result import CdbResult, expect_invalid_field_in_cdb
+from tcmu_harness.lun import Lun
 
 pytestmark = pytest.mark.vm
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 
-from scsi.constants import Opcode, SenseKey, Status
 from tcmu.block import BlockHandler
 from tcmu.cdb import decode_block
 from tcmu.handler import Command, Result, ScatterBuffer
 from tcmu.handlers.ramdisk import RamDisk
 from tcmu.sense import SenseError
+from tcmu_harness.scsi.constants import Opcode, SenseKey, Status
 
 _READS = {Opcode.READ_6, Opcode.READ_10, Opcode.READ_12, Opcode.READ_16}
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks import fio
+from tcmu_harness.benchmarks import fio
 
 
 def _side(iops: float, bw_bytes: int, p50_ns: int, p99_ns: int, ios: int) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks import qcow, report
+from tcmu_harness.benchmarks import qcow, report
 
 
 def _row(iops: float, bw: float = 1.0, p50: float = 10.0, p99: float = 20.0) -> dict[str, Any]:

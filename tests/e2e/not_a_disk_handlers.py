@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from scsi.constants import Opcode, Status
 from tcmu.handler import Command, Result
 from tcmu.handlers.ramdisk import RamDisk
+from tcmu_harness.scsi.constants import Opcode, Status
 
 
 class QualifierOne(RamDisk):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from vm.config import default_cache_dir
-from vm.kernel import parse_kernel_spec, resolve_kernel
+from tcmu_harness.vm.config import default_cache_dir
+from tcmu_harness.vm.kernel import parse_kernel_spec, resolve_kernel
 
 pytestmark = pytest.mark.vm
 
@@ -32,7 +32,7 @@ def build_tree(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def _bisect_run(build: tuple[Path, Path], *pytest_args: str) -> subprocess.CompletedProcess[str]:
     tree, modroot = build
     return subprocess.run(
-        [sys.executable, "-m", "harness", "bisect-run", "--kernel-build-dir", str(tree),
+        [sys.executable, "-m", "tcmu_harness", "bisect-run", "--kernel-build-dir", str(tree),
          "--modules", str(modroot), "--", *pytest_args],
         cwd=tree, capture_output=True, text=True, timeout=600, env=os.environ.copy(),
         check=False)  # fmt: skip
@@ -47,7 +47,8 @@ def test_a_passing_selection_is_good(build_tree: tuple[Path, Path]) -> None:
 
 def test_a_failing_test_is_bad_and_named(build_tree: tuple[Path, Path]) -> None:
     """Paths relative to the harness checkout work from the kernel tree (the cwd)."""
-    proc = _bisect_run(build_tree, TUR, "--handler", f"{PROJECT}/tests/faulty/spc.py:TurNotReady")
+    proc = _bisect_run(build_tree, TUR, "--tcmu-handler",
+                       f"{PROJECT}/tests/faulty/spc.py:TurNotReady")
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1] == (
         f"tcmu-harness bisect-run: 1 (bad): 1 failed: {TUR}[TurNotReady]"), proc.stderr

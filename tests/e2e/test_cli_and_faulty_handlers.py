@@ -21,7 +21,7 @@ def _run(argv: list[str], timeout: float = 600) -> subprocess.CompletedProcess[s
 
 
 def test_cli_run_exposes_the_lun_and_returns_the_guest_exit_status() -> None:
-    proc = _run(["-m", "harness", "run", "--",
+    proc = _run(["-m", "tcmu_harness", "run", "--",
                  "sh", "-c", 'sg_inq "$TCMU_SG" | grep "Vendor identification"; '
                              'test -b "$TCMU_DISK" && exit 7'])  # fmt: skip
     assert proc.returncode == 7, proc.stderr
@@ -29,7 +29,7 @@ def test_cli_run_exposes_the_lun_and_returns_the_guest_exit_status() -> None:
 
 
 def test_cli_rejects_an_unknown_kernel_with_one_sentence_and_status_4() -> None:
-    proc = _run(["-m", "harness", "run", "--kernel", "deb:6.99", "--", "true"])
+    proc = _run(["-m", "tcmu_harness", "run", "--kernel", "deb:6.99", "--", "true"])
     assert proc.returncode == 4
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(
@@ -40,7 +40,7 @@ def test_cli_rejects_an_unknown_kernel_with_one_sentence_and_status_4() -> None:
 def test_smoke_suite_catches_a_handler_with_the_wrong_out_of_range_sense() -> None:
     proc = _run(["-m", "pytest", "-p", "no:cacheprovider", "suites/smoke", "-q",
                  "-k", "out_of_range or read_capacity_10",
-                 "--handler", "tcmu.handlers.faulty:WrongSenseOnOutOfRange"])
+                 "--tcmu-handler", "tcmu.handlers.faulty:WrongSenseOnOutOfRange"])
     assert proc.returncode == 1, proc.stdout[-3000:]
     assert "4 failed, 1 passed" in proc.stdout
     # The failure reads like a SCSI trace: expectation, CDB in hex, status, decoded sense.
@@ -51,7 +51,7 @@ def test_smoke_suite_catches_a_handler_with_the_wrong_out_of_range_sense() -> No
 
 @pytest.mark.network
 def test_cli_serves_a_lun_on_debian_6_12() -> None:
-    proc = _run(["-m", "harness", "run", "--kernel", "deb:6.12", "--",
+    proc = _run(["-m", "tcmu_harness", "run", "--kernel", "deb:6.12", "--",
                  "sh", "-c", 'uname -r; sg_turs "$TCMU_SG" && echo ready'])  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     release, ready = proc.stdout.split()

@@ -17,7 +17,7 @@ HANDLERS = Path(__file__).resolve().parent / "not_a_disk_handlers.py"
 
 
 def _run(argv: list[str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "harness", "run", *argv], cwd=PROJECT,
+    return subprocess.run([sys.executable, "-m", "tcmu_harness", "run", *argv], cwd=PROJECT,
                           capture_output=True, text=True, timeout=timeout,
                           env=os.environ.copy(), check=False)
 

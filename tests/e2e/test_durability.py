@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.lun import Lun
-from initiator import cdb
+from tcmu_harness.initiator import cdb
+from tcmu_harness.lun import Lun
 
 pytestmark = pytest.mark.vm
 

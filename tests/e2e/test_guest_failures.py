@@ -14,23 +14,23 @@ from pathlib import Path
 
 import pytest
 
-from harness.junit import read_run
+from tcmu_harness.junit import read_run
 from tests.e2e.process_table import processes_mentioning
 
 pytestmark = pytest.mark.vm
 
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE.parents[1]
-REQUEST_TIMEOUT = 10  # --vm-request-timeout of the inner session: the hang is judged then
-CMD_TIME_OUT = 8  # --cmd-time-out: the watchdog judges the hung handler 3 s before
+REQUEST_TIMEOUT = 10  # --tcmu-vm-request-timeout of the inner session: the hang is judged then
+CMD_TIME_OUT = 8  # --tcmu-cmd-time-out: the watchdog judges the hung handler 3 s before
 
 _INNER = f'''
 import pytest
-from initiator import cdb
+from tcmu_harness.initiator import cdb
 
 HANDLERS = {str(HERE / "crashing_handlers.py")!r}
 TEST_LBA = 4096  # beyond crashing_handlers.TRIGGER_OFFSET
-# Every test takes lun_spec (the --handler parameter), so pytest keeps the file's order
+# Every test takes lun_spec (the --tcmu-handler parameter), so pytest keeps the file's order
 # instead of grouping the parametrized tests first.
 
 
@@ -68,7 +68,7 @@ def test_after_the_handler_hang(lun):
 def test_guest_stops_answering(vm, lun_spec):
     # The agent is this shell's parent: stopped, it never answers. A plain request, so
     # that the run's own bound (its timeout + 30 s) does not apply, only the session's
-    # --vm-request-timeout.
+    # --tcmu-vm-request-timeout.
     vm.request("run", argv=["sh", "-c", "kill -STOP $PPID"])
 
 
@@ -85,10 +85,9 @@ def test_a_session_with_four_injected_failures_fails_exactly_those(tmp_path: Pat
     junit = tmp_path / "junit.xml"
     start = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "fixtures.plugin",
-         "-p", "fixtures.lun", "-p", "fixtures.kernel_log", f"--rootdir={tmp_path}",
-         f"--junitxml={junit}", f"--vm-log-dir={tmp_path / 'vm'}",
-         f"--vm-request-timeout={REQUEST_TIMEOUT}", f"--cmd-time-out={CMD_TIME_OUT}",
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--rootdir={tmp_path}",
+         f"--junitxml={junit}", f"--tcmu-vm-log-dir={tmp_path / 'vm'}",
+         f"--tcmu-vm-request-timeout={REQUEST_TIMEOUT}", f"--tcmu-cmd-time-out={CMD_TIME_OUT}",
          str(tmp_path)],
         cwd=PROJECT, capture_output=True, text=True, timeout=900, check=False,
         env={**os.environ, "TMPDIR": str(tmp_path)},

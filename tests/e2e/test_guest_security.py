@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from vm.initramfs import HOST_ROOT_MOUNT, SHARE_MOUNT
-from vm.machine import VirtualMachine
+from tcmu_harness.vm.initramfs import HOST_ROOT_MOUNT, SHARE_MOUNT
+from tcmu_harness.vm.machine import VirtualMachine
 
 pytestmark = pytest.mark.vm
 

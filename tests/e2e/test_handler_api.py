@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.lun import Lun
-from initiator import cdb
-from scsi.constants import Asc, Opcode, SenseKey, Status
+from tcmu_harness.initiator import cdb
+from tcmu_harness.lun import Lun
+from tcmu_harness.scsi.constants import Asc, Opcode, SenseKey, Status
 
 pytestmark = pytest.mark.vm
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.lun import HandlerFailure, HandlerSetupError, Lun, LunManager, LunSpec
-from initiator import cdb
+from tcmu_harness.initiator import cdb
+from tcmu_harness.lun import HandlerFailure, HandlerSetupError, Lun, LunManager, LunSpec
 
 pytestmark = pytest.mark.vm
 
@@ -164,7 +164,7 @@ def test_a_session_on_a_handler_that_dies_at_set_up_tries_it_once() -> None:
     start = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "suites/smoke", "-q",
-         "--handler", _spec("SetupReadAborts")],
+         "--tcmu-handler", _spec("SetupReadAborts")],
         cwd=PROJECT, capture_output=True, text=True, timeout=900, env=os.environ.copy(),
         check=False,
     )  # fmt: skip

@@ -31,7 +31,7 @@ def _ignore_sigint() -> None:  # what a script's background job inherits
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupted_run_powers_the_vm_off_and_cleans_up(signum: int, tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "harness", "run", "--",
+        [sys.executable, "-m", "tcmu_harness", "run", "--",
          "sh", "-c", "echo started; sleep 300"],
         cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "TMPDIR": str(tmp_path)},

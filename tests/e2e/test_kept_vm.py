@@ -1,4 +1,4 @@
-"""tcmu-harness vm up / pytest --vm-attach / vm down, as a developer uses them; the
+"""tcmu-harness vm up / pytest --tcmu-vm-attach / vm down, as a developer uses them; the
 keeper's state lives in this test's own directory (TCMU_HARNESS_KEEPER_DIR)."""
 
 from __future__ import annotations
@@ -26,18 +26,18 @@ def env(tmp_path: Path) -> Iterator[dict[str, str]]:
     env = {**os.environ, "TCMU_HARNESS_KEEPER_DIR": str(tmp_path / "keeper")}
     env.pop("TCMU_HARNESS_VM_ATTACH", None)
     yield env
-    subprocess.run([sys.executable, "-m", "harness", "vm", "down"], env=env, check=False,
+    subprocess.run([sys.executable, "-m", "tcmu_harness", "vm", "down"], env=env, check=False,
                    capture_output=True, timeout=60)
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=PROJECT, env=env,
+    return subprocess.run([sys.executable, "-m", "tcmu_harness", *args], cwd=PROJECT, env=env,
                           capture_output=True, text=True, timeout=400, check=False)
 
 
 def _pytest(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--vm-attach", *args],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--tcmu-vm-attach", *args],
         cwd=PROJECT, env=env, capture_output=True, text=True, timeout=400, check=False)
 
 

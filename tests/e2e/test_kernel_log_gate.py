@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.junit import read_run
+from tcmu_harness.junit import read_run
 
 PROJECT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.vm
@@ -33,9 +33,8 @@ def test_a_taint_during_a_test_fails_that_test_only(tmp_path: Path) -> None:
     (tmp_path / "test_inner.py").write_text(_INNER)
     junit = tmp_path / "junit.xml"
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "fixtures.plugin",
-         "-p", "fixtures.lun", "-p", "fixtures.kernel_log", f"--rootdir={tmp_path}",
-         f"--junitxml={junit}", f"--vm-log-dir={tmp_path / 'vm'}", str(tmp_path)],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--rootdir={tmp_path}",
+         f"--junitxml={junit}", f"--tcmu-vm-log-dir={tmp_path / 'vm'}", str(tmp_path)],
         cwd=PROJECT, capture_output=True, text=True, timeout=600, check=False,
         env=os.environ.copy(),
     )  # fmt: skip

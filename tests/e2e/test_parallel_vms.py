@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import summary
-from harness.junit import read_run
+from tcmu_harness import summary
+from tcmu_harness.junit import read_run
 
 PROJECT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.vm
@@ -23,7 +23,7 @@ def test_two_workers_boot_two_vms_and_merge_into_one_summary(tmp_path: Path) -> 
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2",
          "suites/smoke/test_smoke.py", "-k", "capacity or inquiry",
-         f"--junitxml={junit}", f"--vm-log-dir={log_dir}"],
+         f"--junitxml={junit}", f"--tcmu-vm-log-dir={log_dir}"],
         cwd=PROJECT, capture_output=True, text=True, timeout=900, check=False,
         env=os.environ.copy(),
     )  # fmt: skip
@@ -39,7 +39,7 @@ def test_two_workers_boot_two_vms_and_merge_into_one_summary(tmp_path: Path) -> 
 
 
 def test_worker_properties_merge_into_one_value_each() -> None:
-    from fixtures.report import _merge
+    from tcmu_harness.fixtures.report import _merge
 
     own = {"tcmu_harness.commit": "abc", "tcmu_harness.exit_status": "0 (passed)"}
     workers = [{"tcmu_harness.kernel": "6.1", "tcmu_harness.commit": "worker"},

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.lun import Lun
-from initiator import cdb
-from scsi.constants import Opcode, Status
+from tcmu_harness.initiator import cdb
+from tcmu_harness.lun import Lun
+from tcmu_harness.scsi.constants import Opcode, Status
 
 pytestmark = pytest.mark.vm
 

@@ -2,7 +2,7 @@
 disk with one bug each that only unusual input reaches: a reserved opcode, a mutated
 WRITE SAME or UNMAP, an unsupported command's sense.
 
-The fuzz tests run a fixed number of examples from a fixed seed (--fuzz-seed 0 by
+The fuzz tests run a fixed number of examples from a fixed seed (--tcmu-fuzz-seed 0 by
 default), so whether they reach each bug is deterministic; the faulty-handler matrix
 (tests/test_faulty_catalog.py) runs them with the default example count.
 """
@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from scsi.constants import Asc, Opcode, SenseKey, Status
 from tcmu.cdb import decode_block
 from tcmu.handler import Command, Result, ScatterBuffer
 from tcmu.handlers.ramdisk import RamDisk
 from tcmu.sense import SenseError
+from tcmu_harness.scsi.constants import Asc, Opcode, SenseKey, Status
 
 _FUZZ = "suites/fuzz/test_fuzz_cdbs.py::"
 _WRITE_SAME = (Opcode.WRITE_SAME_10, Opcode.WRITE_SAME_16)

@@ -13,12 +13,12 @@ import dataclasses
 from collections.abc import Callable
 from typing import ClassVar
 
-from scsi.constants import Asc, Opcode, SenseKey, Status
 from tcmu.cdb import decode_block
 from tcmu.handler import EMPTY_BUFFER, Command, Result, ScatterBuffer
 from tcmu.handlers import faulty
 from tcmu.handlers.ramdisk import RamDisk
 from tcmu.sense import SenseError
+from tcmu_harness.scsi.constants import Asc, Opcode, SenseKey, Status
 
 _CAW = "suites/sbc/test_compare_and_write.py::"
 _PF = "suites/sbc/test_pre_fetch.py::"

@@ -2,7 +2,7 @@
 (suites/spc/test_mode_sense_select.py, suites/sbc/test_read_capacity.py,
 suites/spc/test_start_stop_unit.py): each gets one thing wrong the way a real handler
 plausibly would, and `caught_by` names the suite tests that must fail against it.
-Load one as --handler tests/faulty/mode_capacity.py:<Class>.
+Load one as --tcmu-handler tests/faulty/mode_capacity.py:<Class>.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import struct
 from collections.abc import Callable
 from typing import ClassVar
 
-from scsi.constants import Opcode, Status
 from tcmu.block import BlockHandler
 from tcmu.handler import Command, Result
 from tcmu.handlers.ramdisk import RamDisk
+from tcmu_harness.scsi.constants import Opcode, Status
 
 _MODE = "suites/spc/test_mode_sense_select.py::"
 _RC = "suites/sbc/test_read_capacity.py::"

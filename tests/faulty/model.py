@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from scsi.constants import Opcode, Status
 from tcmu.cdb import decode_block
 from tcmu.handler import Command, Result
 from tcmu.handlers.ramdisk import RamDisk
+from tcmu_harness.scsi.constants import Opcode, Status
 
 _READS = {Opcode.READ_10, Opcode.READ_16}
 _WRITES = {Opcode.WRITE_10, Opcode.WRITE_16}

@@ -13,11 +13,11 @@ import itertools
 import struct
 from typing import ClassVar
 
-from scsi.constants import Asc, Opcode, ServiceAction, Status
 from tcmu.cdb import decode_block
 from tcmu.handler import Command, Result, ScatterBuffer
 from tcmu.handlers.ramdisk import RamDisk
 from tcmu.sense import SenseError
+from tcmu_harness.scsi.constants import Asc, Opcode, ServiceAction, Status
 
 _WS = "suites/sbc/test_write_same.py::"
 _UNMAP = "suites/sbc/test_unmap.py::"

@@ -11,12 +11,12 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
-from scsi.constants import Opcode, Status
 from tcmu import cdb as cdbs
 from tcmu.blockutil import slice_buffer
 from tcmu.handler import Command, DeviceInfo, Result, ScatterBuffer
 from tcmu.handlers.ramdisk import RamDisk
 from tcmu.sense import SenseError
+from tcmu_harness.scsi.constants import Opcode, Status
 
 _RW = "suites/sbc/test_read_write.py::"
 _SYNC = "suites/sbc/test_synchronize_cache.py::"

@@ -1,7 +1,7 @@
 """Broken handlers for the SPC suites in suites/spc/ (TEST UNIT READY, INQUIRY, VPD
 pages, REQUEST SENSE, REPORT SUPPORTED OPERATION CODES): each gets one behaviour wrong
 the way a real handler plausibly would, and names the suite tests that must fail against
-it. Load one as --handler tests/faulty/spc.py:<Class>.
+it. Load one as --tcmu-handler tests/faulty/spc.py:<Class>.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import os
 import struct
 from typing import ClassVar
 
-from scsi.constants import Asc, Opcode, SenseKey, ServiceAction, Status
 from tcmu.block import BlockHandler, _CommandSpec
 from tcmu.handler import Command, DeviceInfo, Result
 from tcmu.handlers.ramdisk import RamDisk
 from tcmu.sense import SenseError
+from tcmu_harness.scsi.constants import Asc, Opcode, SenseKey, ServiceAction, Status
 
 _TUR = "suites/spc/test_test_unit_ready.py::"
 _INQ = "suites/spc/test_inquiry.py::"

@@ -13,12 +13,12 @@ import struct
 from collections.abc import Callable
 from typing import ClassVar
 
-from scsi.constants import Asc, Opcode, SenseKey, Status
 from tcmu import cdb as cdbs
 from tcmu.blockutil import check_data_out
 from tcmu.handler import Command, Result, ScatterBuffer
 from tcmu.handlers.ramdisk import RamDisk
 from tcmu.sense import SenseError
+from tcmu_harness.scsi.constants import Asc, Opcode, SenseKey, Status
 
 _VF = "suites/sbc/test_verify.py::"
 _WAV = "suites/sbc/test_write_and_verify.py::"

@@ -14,8 +14,8 @@ PROJECT = Path(__file__).resolve().parents[2]
 _TESTS = '''
 """UNMAP: what the handler does with descriptors."""
 import pytest
-from harness.lun import Lun
-from initiator.result import CdbResult
+from tcmu_harness.lun import Lun
+from tcmu_harness.initiator.result import CdbResult
 
 ILLEGAL_24 = bytes.fromhex("70 00 05 00 00 00 00 0a 00 00 00 00 24 00 00 00 00 00")
 
@@ -57,13 +57,12 @@ def test_without_a_lun():
 
 
 def _results(tmp_path: Path) -> dict[str, dict[str, Any]]:
-    from fixtures.allure_detail import MAX_STEPS
+    from tcmu_harness.fixtures.allure_detail import MAX_STEPS
 
     (tmp_path / "test_sample.py").write_text(_TESTS.format(count=MAX_STEPS + 5))
     out = tmp_path / "allure"
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "fixtures.plugin",
-         "-p", "fixtures.lun", "-p", "fixtures.allure_detail", f"--alluredir={out}",
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--alluredir={out}",
          f"--rootdir={tmp_path}", str(tmp_path)],
         cwd=PROJECT, capture_output=True, text=True, check=False,
     )  # fmt: skip
@@ -93,7 +92,7 @@ def test_steps_labels_and_attachments(tmp_path: Path) -> None:
     assert [a["name"] for a in first["attachments"]] == ["kernel log", "handler lun0 commands"]
 
     capped = results["test_steps_are_capped"]["steps"]
-    from fixtures.allure_detail import MAX_STEPS
+    from tcmu_harness.fixtures.allure_detail import MAX_STEPS
 
     assert len(capped) == MAX_STEPS + 1
     assert capped[-1]["name"] == (f"... and 5 more CDBs (not recorded: at most {MAX_STEPS} "

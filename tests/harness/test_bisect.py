@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import bisect
-from harness.junit import Case, Run
-from vm.kernel import KernelError
+from tcmu_harness import bisect
+from tcmu_harness.junit import Case, Run
+from tcmu_harness.vm.kernel import KernelError
 
 
 def _case(name: str, outcome: str) -> Case:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.blocks import assert_blocks_equal, describe_difference, differing_blocks, pattern
+from tcmu_harness.blocks import assert_blocks_equal, describe_difference, differing_blocks, pattern
 
 
 def test_pattern_differs_per_block_offset_and_seed() -> None:

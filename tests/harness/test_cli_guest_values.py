@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness import cli
-from vm.client import AgentError
+from tcmu_harness import cli
+from tcmu_harness.vm.client import AgentError
 
 NO_SD = "SCSI device 0:0:1:0 gets no /dev/sd node: its INQUIRY says peripheral qualifier 1"
 
@@ -25,7 +25,7 @@ class FakePath:
     def sd(self) -> str:
         self.resolved += 1
         if not self._disk:
-            raise AgentError("call lio.lun:block_device", "LunError", NO_SD, "")
+            raise AgentError("call tcmu_harness.lio.lun:block_device", "LunError", NO_SD, "")
         return f"/dev/sd{'abc'[self.number]}"
 
 

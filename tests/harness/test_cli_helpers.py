@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli
-from harness.lun import (
+from tcmu_harness import cli
+from tcmu_harness.lun import (
     HandlerOptionError,
     HandlerSetupError,
     _parse_command_log,

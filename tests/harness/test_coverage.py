@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import coverage
+from tcmu_harness import coverage
 
 JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite>
 <testcase classname="suites.sbc.test_unmap" name="test_unmap_reads_zeroes[RamDisk]"/>

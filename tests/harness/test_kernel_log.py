@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from fixtures.kernel_log import problems, taint_letters
-from vm.machine import KmsgRecord
+from tcmu_harness.fixtures.kernel_log import problems, taint_letters
+from tcmu_harness.vm.machine import KmsgRecord
 
 
 def _records(*texts: str) -> list[KmsgRecord]:

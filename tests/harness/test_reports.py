@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import compare, summary
-from harness.junit import JunitError, read_run
+from tcmu_harness import compare, summary
+from tcmu_harness.junit import JunitError, read_run
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -39,8 +39,7 @@ def _run(tmp: Path, name: str, broken: int = 1, extra: str = "") -> tuple[int, P
     (folder / "test_sample.py").write_text(_TESTS.format(broken=broken) + extra)
     junit = folder / "junit.xml"
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "fixtures.plugin",
-         "-p", "fixtures.lun", "-p", "fixtures.report", f"--junitxml={junit}",
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}",
          f"--alluredir={folder / 'allure'}", f"--rootdir={folder}", str(folder)],
         cwd=PROJECT, capture_output=True, text=True, check=False,
     )  # fmt: skip

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from initiator import cdb
-from scsi.constants import PrInAction, PrOutAction, PrType
+from tcmu_harness.initiator import cdb
+from tcmu_harness.scsi.constants import PrInAction, PrOutAction, PrType
 
 
 def h(text: str) -> bytes:

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from initiator.result import CdbResult, opcode_name
-from scsi.constants import Asc, SenseKey, Status
+from tcmu_harness.initiator.result import CdbResult, opcode_name
+from tcmu_harness.scsi.constants import Asc, SenseKey, Status
 
 LBA_SENSE = bytes.fromhex("70 00 05 00 00 00 00 0a 00 00 00 00 21 00 00 00 00 00")
 
@@ -154,8 +154,8 @@ def test_expect_check_fails_on_a_sense_layout_deviation() -> None:
 
 
 def test_expect_check_information_field_pointer_and_format() -> None:
-    from initiator.sense import FieldPointer
     from tcmu import sense as build
+    from tcmu_harness.initiator.sense import FieldPointer
 
     miscompare = _check(build.fixed(SenseKey.MISCOMPARE, Asc.MISCOMPARE_DURING_VERIFY,
                                     information=17))

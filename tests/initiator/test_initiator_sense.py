@@ -6,9 +6,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from initiator.asc_names import asc_name
-from initiator.sense import FieldPointer, decode_sense
-from scsi.constants import Asc, SenseKey
+from tcmu_harness.initiator.asc_names import asc_name
+from tcmu_harness.initiator.sense import FieldPointer, decode_sense
+from tcmu_harness.scsi.constants import Asc, SenseKey
 
 
 def h(text: str) -> bytes:

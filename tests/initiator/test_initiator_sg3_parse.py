@@ -6,8 +6,8 @@ import sg3_samples_1_46 as s
 from hypothesis import given
 from hypothesis import strategies as st
 
-from initiator import sg3_parse as p
-from scsi.constants import PrType
+from tcmu_harness.initiator import sg3_parse as p
+from tcmu_harness.scsi.constants import PrType
 
 
 def test_sg_inq_standard() -> None:

@@ -11,8 +11,8 @@ import shutil
 import pytest
 from initiator_fakesg import FakeSg
 
-from initiator import cdb, sg3
-from scsi.constants import PrOutAction, PrType
+from tcmu_harness.initiator import cdb, sg3
+from tcmu_harness.scsi.constants import PrOutAction, PrType
 
 pytestmark = pytest.mark.skipif(shutil.which("sg_raw") is None, reason="sg3-utils not installed")
 

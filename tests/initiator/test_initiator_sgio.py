@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from initiator_fakesg import FakeSg
 
-from initiator import cdb, sgio
-from initiator.result import CdbResult
+from tcmu_harness.initiator import cdb, sgio
+from tcmu_harness.initiator.result import CdbResult
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -178,7 +178,7 @@ def test_other_errors_and_second_failures_raise(
 
 _CLIENT_PREAMBLE = """
 import json, sys, threading, time
-from initiator import cdb, sgio
+from tcmu_harness.initiator import cdb, sgio
 def dump(r):
     d = r.to_dict()
     print(json.dumps({k: ("hex:" + v.hex()) if isinstance(v, bytes) else v for k, v in d.items()}))

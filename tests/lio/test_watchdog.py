@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from lio import watchdog
-from lio.handlers import HandlerProcess, report_stacks
+from tcmu_harness.lio import watchdog
+from tcmu_harness.lio.handlers import HandlerProcess, report_stacks
 
 _CTX = multiprocessing.get_context("fork")
 _names = itertools.count()

@@ -10,9 +10,9 @@ import dataclasses
 import itertools
 import struct
 
-from scsi.constants import Status
 from tcmu.block import BlockHandler
 from tcmu.handler import Command, DeviceInfo, Result, ScatterBuffer
+from tcmu_harness.scsi.constants import Status
 
 BS = 512
 BLOCKS = 300  # more than 256, so READ(6) with length 0 (= 256 blocks) fits

@@ -42,9 +42,9 @@ from blockkit import (
     unmap_params,
 )
 
-from scsi.constants import Status
 from tcmu.block import BlockHandler
 from tcmu.handler import Command, ScatterBuffer
+from tcmu_harness.scsi.constants import Status
 
 
 @pytest.fixture

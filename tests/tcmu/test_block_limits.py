@@ -39,12 +39,12 @@ from blockkit import (
     unmap_params,
 )
 
-from scsi.constants import Status
 from tcmu import spec
 from tcmu.block import BlockHandler
 from tcmu.handlers import faulty
 from tcmu.handlers.filedisk import FileDisk
 from tcmu.handlers.ramdisk import RamDisk
+from tcmu_harness.scsi.constants import Status
 
 
 @pytest.fixture

@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 import pytest
 
-from scsi.constants import Asc, Opcode, SenseKey
 from tcmu import cdb
 from tcmu.cdb import BlockCdb
 from tcmu.sense import SenseError
+from tcmu_harness.scsi.constants import Asc, Opcode, SenseKey
 
 
 def test_read6_lba_is_21_bits_and_zero_length_means_256() -> None:

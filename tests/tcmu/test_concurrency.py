@@ -15,13 +15,13 @@ import pytest
 from blockkit import MemDisk, caw, make_device, pattern, rw10
 from test_runner import Rig
 
-from scsi.constants import Asc, SenseKey
 from tcmu import spec
 from tcmu.describe import describe
 from tcmu.handler import Command, DeviceInfo, Reconfig, Result, ScatterBuffer
 from tcmu.options import OptionError, options_of
 from tcmu.sense import INTERNAL_FAILURE_SENSE, SenseError
 from tcmu.workers import RangeClaims
+from tcmu_harness.scsi.constants import Asc, SenseKey
 
 BS = 512
 TUR = bytes(6)

@@ -27,11 +27,11 @@ from blockkit import (
 )
 from test_runner import Rig
 
-from scsi.constants import Opcode
 from tcmu import spec
 from tcmu.block import ModePage, scsi_command, vpd_page
 from tcmu.describe import describe
 from tcmu.handler import Command, Result
+from tcmu_harness.scsi.constants import Opcode
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 NOT_READY = 0x02

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from blockkit import make_device
 
-from harness import cli
 from tcmu.handler import DeviceInfo
 from tcmu.handlers.ramdisk import RamDisk
 from tcmu.options import Option, OptionError, options_of
 from tcmu.spec import HandlerSpecError, load
+from tcmu_harness import cli
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -171,7 +171,7 @@ def test_handler_info_of_a_bad_spec_is_a_usage_error(
 def test_pytest_refuses_a_bad_option_at_start() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q",
-         "suites/smoke", "--handler", "tcmu.handlers.ramdisk:RamDisk colour=red"],
+         "suites/smoke", "--tcmu-handler", "tcmu.handlers.ramdisk:RamDisk colour=red"],
         cwd=PROJECT, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert proc.returncode == 4, proc.stdout + proc.stderr

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from scsi.constants import Status
 from tcmu import spec
 from tcmu.block import BlockHandler
 from tcmu.handler import Command, DeviceInfo, Result, ScatterBuffer
 from tcmu.handlers import faulty, filedisk
 from tcmu.handlers.filedisk import FileDisk
 from tcmu.handlers.ramdisk import RamDisk
+from tcmu_harness.scsi.constants import Status
 
 BS = 512
 BLOCKS = 256

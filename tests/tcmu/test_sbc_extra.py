@@ -32,12 +32,12 @@ from blockkit import (
     rw16,
 )
 
-from scsi.constants import Status
 from tcmu.block import BlockHandler
 from tcmu.handler import ScatterBuffer
 from tcmu.handlers import filedisk
 from tcmu.handlers.filedisk import FdDisk, FileDisk
 from tcmu.handlers.ramdisk import RamDisk
+from tcmu_harness.scsi.constants import Status
 
 PAGE = mmap.PAGESIZE
 

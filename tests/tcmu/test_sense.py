@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from scsi.constants import Asc, SenseKey
 from tcmu import sense
 from tcmu.sense import FieldPointer, SenseError
+from tcmu_harness.scsi.constants import Asc, SenseKey
 
 
 def test_fixed_without_information_or_field() -> None:

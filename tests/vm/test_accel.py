@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from vm import accel
-from vm.accel import AccelChoice, choose_accel, probe_initramfs, probe_kvm
+from tcmu_harness.vm import accel
+from tcmu_harness.vm.accel import AccelChoice, choose_accel, probe_initramfs, probe_kvm
 
 QEMU = "qemu-system-x86_64"
 BOOT_ID = "5f3c0c57-1b8e-4a57-9d4c-7c2f4e1b0a11"
@@ -61,7 +61,7 @@ def test_kvm_requested_but_the_probe_fails(monkeypatch: pytest.MonkeyPatch, tmp_
     with pytest.raises(RuntimeError) as info:
         choose_accel("kvm", QEMU, tmp_path / "bzImage", tmp_path / "cache")
     assert str(info.value) == (
-        "--accel kvm was requested but /dev/kvm does not exist; use --accel tcg or auto"
+        "the kvm accelerator was requested but /dev/kvm does not exist; ask for tcg or auto"
     )
 
 

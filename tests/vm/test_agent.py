@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from vm import protocol
-from vm.agent import CALLABLE_PACKAGES, Agent, KernelLog, find_port
+from tcmu_harness.vm import protocol
+from tcmu_harness.vm.agent import CALLABLE_PACKAGES, Agent, KernelLog, find_port
 
 # -- helpers -----------------------------------------------------------------------------
 
@@ -462,18 +462,22 @@ def make_ports(root: Path, names: dict[str, str | None]) -> Path:
 
 
 @pytest.mark.parametrize(
-    "fn", ["os:system", "subprocess:run", "vmx.agent:find_port", "vm.agent", "vm.agent:", ":x"]
+    "fn", ["os:system", "subprocess:run", "vmx.agent:find_port", "tcmu_harness.vm.agent",
+           "tcmu_harness.vm.agent:", ":x", "tcmu_harness.cli:main", "tcmu_harnessx.vm:f",
+           "vm.agent:find_port"]
 )
 def test_call_refuses_anything_outside_the_allow_list(host: Host, fn: str) -> None:
     error = host.error("call", fn=fn, kwargs={"command": "true"})
     assert (error["type"], error["message"]) == (
         "ValueError",
-        f"cannot call {fn!r}: give package.module:function within initiator, lio, tcmu, vm, scsi",
+        f"cannot call {fn!r}: give package.module:function within tcmu_harness.initiator, "
+        "tcmu_harness.lio, tcmu_harness.vm, tcmu_harness.scsi, tcmu",
     )
 
 
 def test_callable_packages() -> None:
-    assert CALLABLE_PACKAGES == ("initiator", "lio", "tcmu", "vm", "scsi")
+    assert CALLABLE_PACKAGES == ("tcmu_harness.initiator", "tcmu_harness.lio",
+                                 "tcmu_harness.vm", "tcmu_harness.scsi", "tcmu")
 
 
 def test_call_runs_an_allowed_function(host: Host, tmp_path: Path) -> None:
@@ -483,7 +487,7 @@ def test_call_runs_an_allowed_function(host: Host, tmp_path: Path) -> None:
     )
     result = host.result(
         "call",
-        fn="vm.agent:find_port",
+        fn="tcmu_harness.vm.agent:find_port",
         kwargs={"name": protocol.PORT_NAME, "sys_root": str(sys_root), "dev_root": "/dev"},
     )
     assert result == "/dev/vport0p1"
@@ -492,7 +496,7 @@ def test_call_runs_an_allowed_function(host: Host, tmp_path: Path) -> None:
 def test_call_failure_carries_the_function_exception(host: Host, tmp_path: Path) -> None:
     error = host.error(
         "call",
-        fn="vm.agent:find_port",
+        fn="tcmu_harness.vm.agent:find_port",
         kwargs={"name": "nope", "sys_root": str(tmp_path)},
     )
     assert (error["type"], error["message"]) == (
@@ -502,10 +506,10 @@ def test_call_failure_carries_the_function_exception(host: Host, tmp_path: Path)
 
 
 def test_call_unknown_function(host: Host) -> None:
-    error = host.error("call", fn="vm.agent:no_such_function")
+    error = host.error("call", fn="tcmu_harness.vm.agent:no_such_function")
     assert (error["type"], error["message"]) == (
         "AttributeError",
-        "module 'vm.agent' has no attribute 'no_such_function'",
+        "module 'tcmu_harness.vm.agent' has no attribute 'no_such_function'",
     )
 
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from vm import protocol
-from vm.client import AgentClient, AgentError, AgentTimeout, LostVMError, VMError
+from tcmu_harness.vm import protocol
+from tcmu_harness.vm.client import AgentClient, AgentError, AgentTimeout, LostVMError, VMError
 
 LOSS = "QEMU exited with status 1; console tail: Kernel panic - not syncing"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vm.config import ACCELERATORS, VmConfig, default_cache_dir
+from tcmu_harness.vm.config import ACCELERATORS, VmConfig, default_cache_dir
 
 
 @pytest.fixture(autouse=True)

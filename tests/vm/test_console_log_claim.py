@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vm.machine import claim_console_log
+from tcmu_harness.vm.machine import claim_console_log
 
 
 def test_a_running_vms_log_name_is_not_reused_until_released(tmp_path: Path) -> None:

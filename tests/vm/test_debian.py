@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from vm import debian
-from vm.debian import (
+from tcmu_harness.vm import debian
+from tcmu_harness.vm.debian import (
     AptError,
     Available,
     Mirrors,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from vm.client import AgentError
-from vm.machine import VirtualMachine
+from tcmu_harness.vm.client import AgentError
+from tcmu_harness.vm.machine import VirtualMachine
 
 pytestmark = pytest.mark.vm
 

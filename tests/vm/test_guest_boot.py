@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from vm.guest_boot import GUEST_RUN_DIR, stage2_script
+from tcmu_harness.vm.guest_boot import GUEST_RUN_DIR, stage2_script
 
 SH = shutil.which("dash") or "/bin/sh"
 VERSION = "6.1.0-56-amd64"
@@ -24,7 +24,7 @@ def script(
     *,
     modules_dir: Path | None = None,
     python: str = "/usr/bin/python3",
-    project_dir: Path | None = None,
+    work_dir: Path | None = None,
     env: dict[str, str] | None = None,
     warmup: tuple[str, ...] = (),
 ) -> str:
@@ -32,7 +32,7 @@ def script(
         kernel_version=VERSION,
         modules_dir=modules_dir or Path("/host/lib/modules") / VERSION,
         python=python,
-        project_dir=project_dir or tmp_path,
+        work_dir=work_dir or tmp_path,
         env={"PYTHONPATH": "/src"} if env is None else env,
         warmup=warmup,
     )
@@ -47,7 +47,7 @@ def syntax_ok(text: str) -> tuple[int, str]:
 
 
 def test_the_script_in_order(tmp_path: Path) -> None:
-    lines = script(tmp_path, project_dir=Path("/work/main")).splitlines()
+    lines = script(tmp_path, work_dir=Path("/work/main")).splitlines()
     assert lines[0] == "#!/bin/sh"
     expected_order = [
         'console() { echo "tcmu-harness: $*" > /dev/console; }',
@@ -62,7 +62,7 @@ def test_the_script_in_order(tmp_path: Path) -> None:
         'target dbroot"',
         "hostname tcmu-harness-guest",
         "export PYTHONPATH=/src",
-        "/usr/bin/python3 -m vm.agent",
+        "/usr/bin/python3 -m tcmu_harness.vm.agent",
         'console "guest agent exited with status $?; powering off"',
         "sync",
         "echo o > /proc/sysrq-trigger",
@@ -75,20 +75,21 @@ def test_the_script_in_order(tmp_path: Path) -> None:
     assert len(cd) == 1
     assert shlex.split(cd[0]) == ["cd", "/work/main", "||", "console", "cannot enter /work/main"]
     assert lines.index("export PYTHONPATH=/src") < lines.index(cd[0])
-    assert lines.index(cd[0]) < lines.index("/usr/bin/python3 -m vm.agent")
+    assert lines.index(cd[0]) < lines.index("/usr/bin/python3 -m tcmu_harness.vm.agent")
     assert GUEST_RUN_DIR == "/run/tcmu-harness"
 
 
 def test_warmup_functions_are_passed_to_the_agent(tmp_path: Path) -> None:
-    lines = script(tmp_path, warmup=("lio.lun:warm", "vm.x:it's")).splitlines()
-    agent = [line for line in lines if "-m vm.agent" in line]
-    assert agent == ["/usr/bin/python3 -m vm.agent --warm lio.lun:warm --warm 'vm.x:it'\"'\"'s'"]
+    lines = script(tmp_path, warmup=("tcmu_harness.lio.lun:warm", "vm.x:it's")).splitlines()
+    agent = [line for line in lines if "-m tcmu_harness.vm.agent" in line]
+    assert agent == ["/usr/bin/python3 -m tcmu_harness.vm.agent --warm tcmu_harness.lio.lun:warm "
+                     "--warm 'vm.x:it'\"'\"'s'"]
     assert shlex.split(agent[0]) == [
         "/usr/bin/python3",
         "-m",
-        "vm.agent",
+        "tcmu_harness.vm.agent",
         "--warm",
-        "lio.lun:warm",
+        "tcmu_harness.lio.lun:warm",
         "--warm",
         "vm.x:it's",
     ]
@@ -117,16 +118,16 @@ def test_the_script_is_valid_shell_for_awkward_paths(tmp_path: Path, name: str) 
         tmp_path,
         modules_dir=tmp_path / name / "modules",
         python=str(tmp_path / name / "python3"),
-        project_dir=tmp_path / name / "checkout",
+        work_dir=tmp_path / name / "checkout",
         env={"X": name},
     )
     assert syntax_ok(text) == (0, "")
 
 
 def test_the_script_is_valid_shell_for_a_path_with_one_double_quote(tmp_path: Path) -> None:
-    """BUG: the `cd` fallback message puts project_dir unquoted inside "...": a single
+    """BUG: the `cd` fallback message puts work_dir unquoted inside "...": a single
     double quote in the path leaves the script with an unterminated string."""
-    text = script(tmp_path, project_dir=Path('/srv/the "checkout'))
+    text = script(tmp_path, work_dir=Path('/srv/the "checkout'))
     assert syntax_ok(text) == (0, "")
 
 
@@ -147,7 +148,7 @@ def runnable_part(text: str, console: Path) -> str:
             keep += [line, lines[i + 1]]
         elif (
             line.startswith(("export ", "cd ", 'console "guest agent exited'))
-            or "-m vm.agent" in line
+            or "-m tcmu_harness.vm.agent" in line
         ):
             keep.append(line)
     assert len(keep) == 7, keep
@@ -198,7 +199,7 @@ def test_running_with_awkward_paths(tmp_path: Path) -> None:
         tmp_path,
         modules_dir=modules,
         python=str(python),
-        project_dir=checkout,
+        work_dir=checkout,
         env={"X": AWKWARD, "EMPTY": ""},
     )
     out, err, console = run_part(tmp_path, text)
@@ -208,7 +209,7 @@ def test_running_with_awkward_paths(tmp_path: Path) -> None:
         f"mount|--bind|{modules}|/lib/modules/{VERSION}",
         f"cwd={checkout}",
         "arg=-m",
-        "arg=vm.agent",
+        "arg=tcmu_harness.vm.agent",
         f"X={AWKWARD}",
         "EMPTY=",
     ]
@@ -216,12 +217,12 @@ def test_running_with_awkward_paths(tmp_path: Path) -> None:
 
 
 def test_a_missing_checkout_is_reported_with_its_exact_path(tmp_path: Path) -> None:
-    """BUG: the `cd` fallback message puts project_dir unquoted inside "...", so `$(...)`,
+    """BUG: the `cd` fallback message puts work_dir unquoted inside "...", so `$(...)`,
     backticks and `$VAR` in the path are expanded (and run) by the guest shell."""
     python = fake_python(tmp_path / "bin")
     missing = tmp_path / AWKWARD / "missing"
     out, err, console = run_part(
-        tmp_path, script(tmp_path, python=str(python), project_dir=missing)
+        tmp_path, script(tmp_path, python=str(python), work_dir=missing)
     )
     assert out.splitlines()[2] == "cwd=/"  # the agent still starts, from /
     assert err.endswith(f"can't cd to {missing}\n")

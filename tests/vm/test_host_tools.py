@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from vm.host_tools import GUEST_TOOLS, MissingHostTool, require_host_tools
+from tcmu_harness.vm.host_tools import GUEST_TOOLS, MissingHostTool, require_host_tools
 
 
 def _path_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *tools: str) -> None:

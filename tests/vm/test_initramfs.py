@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from vm import initramfs
-from vm.initramfs import (
+from tcmu_harness.vm import initramfs
+from tcmu_harness.vm.initramfs import (
     BOOT_MODULES,
     HOST_ROOT_MOUNT,
     ROOT_TAG,

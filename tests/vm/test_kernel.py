@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from vm import kernel as kernel_mod
-from vm.config import default_cache_dir
-from vm.debian import AptError, Available, find_mirrors, read_host_sources
-from vm.kernel import (
+from tcmu_harness.vm import kernel as kernel_mod
+from tcmu_harness.vm.config import default_cache_dir
+from tcmu_harness.vm.debian import AptError, Available, find_mirrors, read_host_sources
+from tcmu_harness.vm.kernel import (
     Kernel,
     KernelError,
     KernelSpec,
@@ -28,7 +28,7 @@ from vm.kernel import (
     parse_kernel_spec,
     resolve_kernel,
 )
-from vm.modules import module_closure, read_module
+from tcmu_harness.vm.modules import module_closure, read_module
 
 V = "6.1.0-56-amd64"
 OTHER = "5.10.0-30-amd64"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from vm.machine import PID_FILE, TEMP_PREFIX, VirtualMachine, remove_stale_temp_dirs
+from tcmu_harness.vm.machine import PID_FILE, TEMP_PREFIX, VirtualMachine, remove_stale_temp_dirs
 
 _PANIC_CONSOLE = """\
 [   12.3] db_root: cannot open: /etc/target

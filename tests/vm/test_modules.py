@@ -10,9 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from vm import modules
-from vm.kernel import KernelError
-from vm.modules import ModuleError, ModuleFile, module_closure, module_name, read_module
+from tcmu_harness.vm import modules
+from tcmu_harness.vm.kernel import KernelError
+from tcmu_harness.vm.modules import (
+    ModuleError,
+    ModuleFile,
+    module_closure,
+    module_name,
+    read_module,
+)
 
 VERSION = "6.1.0-test-amd64"
 

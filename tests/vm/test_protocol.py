@@ -6,8 +6,8 @@ import struct
 
 import pytest
 
-from vm import protocol
-from vm.protocol import MAX_FRAME, FrameDecoder, ProtocolError
+from tcmu_harness.vm import protocol
+from tcmu_harness.vm.protocol import MAX_FRAME, FrameDecoder, ProtocolError
 
 
 def frame(body: bytes) -> bytes:

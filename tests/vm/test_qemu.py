@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from vm.initramfs import ROOT_TAG, SHARE_TAG
-from vm.protocol import PORT_NAME
-from vm.qemu import QemuLaunch, kernel_cmdline, qemu_argv
+from tcmu_harness.vm.initramfs import ROOT_TAG, SHARE_TAG
+from tcmu_harness.vm.protocol import PORT_NAME
+from tcmu_harness.vm.qemu import QemuLaunch, kernel_cmdline, qemu_argv
 
 KERNEL_CMDLINE = (
     "console=ttyS0 loglevel=4 panic=-1 rdinit=/init mitigations=off random.trust_cpu=on "
