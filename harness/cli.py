@@ -4,8 +4,8 @@
     tcmu-harness shell [options]
     tcmu-harness handler-info SPEC       a handler's storage methods and options (no VM)
     tcmu-harness compare RUN_A RUN_B     tests whose outcome changed between two runs
-    tcmu-harness summary RUN             write a run's summary.html and summary.md
-    tcmu-harness vm up|status|down       a VM that stays up; pytest --vm-attach uses it
+    tcmu-harness summary RUN [RUN...] [--shards] [--out DIR]   a run's summary.html and .md
+    tcmu-harness vm up|status|down       a VM that stays up; pytest --tcmu-vm-attach uses it
     tcmu-harness bisect-run [--kernel-build-dir DIR] -- PYTEST_ARGS
                                          one `git bisect run` step (0 good, 1 bad, 125 skip)
 
@@ -100,10 +100,11 @@ def _parser() -> argparse.ArgumentParser:
     diff = sub.add_parser("compare", help="tests whose outcome changed between two runs "
                           "(exit 1 when any did)")
     diff.add_argument("runs", nargs=2, metavar="RUN", help="JUnit XML or a reports/<run id>/")
-    page = sub.add_parser("summary", help="write a run's summary.html and summary.md")
-    page.add_argument("run", metavar="RUN", help="JUnit XML or a reports/<run id>/")
+    sub.add_parser("summary", add_help=False,
+                   help="write a run's summary.html and summary.md (several runs: a matrix; "
+                        "--shards: one run's CI shards merged; see summary --help)")
     kept = sub.add_parser("vm", parents=[machine],
-                          help="a VM that stays up between sessions (pytest --vm-attach)")
+                          help="a VM that stays up between sessions (pytest --tcmu-vm-attach)")
     kept.add_argument("action", choices=("up", "down", "status"))
     sub.add_parser("bench", add_help=False,
                    help="compare the Python handlers with tcmu-runner and LIO's backstores "
@@ -333,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         return bisect.run(argv[1:])
     if argv[:1] == ["bench"]:  # benchmarks/compare_backstores.py parses its own options
         return _bench(argv[1:])
+    if argv[:1] == ["summary"]:  # harness/summary.py parses its own options
+        return summary.main(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so the VM is powered off and its temp dir removed.
@@ -346,8 +349,6 @@ def main(argv: list[str] | None = None) -> int:
             return _handler_info(args)
         if args.command == "compare":
             return compare.main(args.runs)
-        if args.command == "summary":
-            return summary.main([args.run])
         if args.command == "vm":
             return _kept_vm(args)
         return _run(args) if args.command == "run" else _shell(args)

@@ -99,3 +99,33 @@ def read_run(path: Path) -> Run:
     cases = [_case(c) for suite in suites for c in suite.iter("testcase")]
     seconds = sum(float(s.get("time") or 0.0) for s in suites)
     return Run(file, properties, cases, seconds)
+
+
+# What every shard of one run must share; a merge of shards that differ would read as one
+# qualification of something that was never run as one.
+_SHARED_IDENTITY = ("commit", "kernel", "accelerator")
+
+
+def merge_shards(runs: list[Run]) -> Run:
+    """Shards of one run (CI jobs that each ran part of the suites, e.g. by directory or
+    `-k`) as one run: every case, the handlers of all, the worst exit status (an
+    interrupted shard leaves the whole INCOMPLETE), and the slowest shard's time (they
+    ran side by side). JunitError when the shards did not test the same thing."""
+    first = runs[0]
+    for key in _SHARED_IDENTITY:
+        values = {run.properties.get(key, "") for run in runs}
+        if len(values) > 1:
+            raise JunitError(f"the shards differ in {key} ({', '.join(sorted(values))}): "
+                             "they are not one run; compare them instead")
+    properties = dict(first.properties)
+    handlers: list[str] = []
+    for run in runs:
+        handlers += [h for h in run.handler_ids if h not in handlers]
+    properties["handler_ids"] = ",".join(handlers)
+    statuses = [run.properties.get("exit_status", "") for run in runs]
+    # 0 < 1 (tests failed) < anything else (interrupted, internal error, no tests)
+    properties["exit_status"] = max(
+        statuses, key=lambda s: {"0": 0, "1": 1}.get(s.split(" ")[0], 2))
+    properties["shards"] = str(len(runs))
+    cases = [case for run in runs for case in run.cases]
+    return Run(first.path, properties, cases, max(run.seconds for run in runs))

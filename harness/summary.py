@@ -2,6 +2,7 @@
 readable without an allure server or any network access.
 
     python -m tcmu_harness.summary RUN [--out DIR]
+    python -m tcmu_harness.summary --shards RUN RUN ... --out DIR   (CI jobs' parts of one run)
 
 RUN is a JUnit XML file or a run directory holding junit.xml; the pages are written as
 summary.html and summary.md next to it (or into --out). They hold: the verdict (PASSED,
@@ -21,7 +22,7 @@ import sys
 from pathlib import Path
 
 from tcmu_harness import compare, coverage
-from tcmu_harness.junit import Case, JunitError, Run, read_run
+from tcmu_harness.junit import Case, JunitError, Run, merge_shards, read_run
 
 _EVIDENCE_LINES = 40  # of each failure's text
 
@@ -66,7 +67,9 @@ def sections(run: Run) -> list[Section]:
         ("LUN", "lun"), ("pytest exit status", "exit_status"),
         ("VM boot error", "vm_boot_error")) if key in props]  # fmt: skip
     outcomes = _tally([c.outcome for c in run.cases])
-    totals = f"{len(run.cases)} tests: {outcomes}; {run.seconds:.0f} s of test time in {run.path}"
+    where = (f"{run.properties['shards']} shards (the slowest's time)"
+             if "shards" in run.properties else str(run.path))
+    totals = f"{len(run.cases)} tests: {outcomes}; {run.seconds:.0f} s of test time in {where}"
     if not run.complete:
         totals += (". The run did not finish (or its identity was not recorded): tests "
                    "that are not listed did not run, they did not pass.")
@@ -242,9 +245,14 @@ def main(argv: list[str] | None = None) -> int:
                         "one matrix page (the first is the baseline)")
     parser.add_argument("--out", type=Path, default=None,
                         help="where summary.html/.md go (default: next to the first JUnit)")
+    parser.add_argument("--shards", action="store_true",
+                        help="the RUNs are shards of one run (CI jobs that each ran part of "
+                        "it): one summary of all their tests")
     args = parser.parse_args(argv)
     try:
         runs = [read_run(path) for path in args.runs]
+        if args.shards:
+            runs = [merge_shards(runs)]
     except JunitError as exc:
         print(f"summary: {exc}", file=sys.stderr)
         return 4
