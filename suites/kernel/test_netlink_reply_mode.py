@@ -9,8 +9,9 @@ value of 0 or more by the module's setting at enable time.
 The reply-mode peer is lio/reply_mode.py (in the guest): it turns reply
 mode on for the test and off before the test's LUNs are deleted, answers only the events
 a test names, and fails a write the kernel keeps waiting on after RESCUE_S with -EINTR
-(reset_netlink), so a kernel that waits where it should not fails the test, not the
-guest. Nothing here ever waits on a reply nobody will send.
+(reset_netlink), meant to make a kernel that waits where it should not fail the test
+rather than hang the guest (a best effort: see the caveat in lio/reply_mode.py). Nothing
+here ever waits on a reply nobody will send.
 """
 
 from __future__ import annotations
