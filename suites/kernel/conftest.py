@@ -6,7 +6,9 @@
     require_attribute     require_attribute("pgr_support") skips, naming the kernel,
                           when the attribute is absent
     helper_lun            factory: helper_lun("SlowDisk", delay_s=6, attributes={...},
-                          control={...}) (control: the backstore's control= before enable)
+                          control={...}, name=...) (control: the backstore's control=
+                          before enable; name: the backstore's, when a test must know it
+                          before the LUN exists)
                           -> a LUN served by a handler of suites/kernel/kernel_handlers.py,
                           whatever --tcmu-handler says (the behaviour under test is the
                           kernel's); deleted after the test, teardown checked
@@ -60,11 +62,12 @@ def helper_lun(lun_manager: LunManager) -> Iterator[Callable[..., Lun]]:
     made: list[Lun] = []
 
     def make(cls: str, attributes: dict[str, str | int] | None = None,
-             control: dict[str, str | int] | None = None, **options: Any) -> Lun:
+             control: dict[str, str | int] | None = None, name: str | None = None,
+             **options: Any) -> Lun:
         spec = LunSpec(size=16 << 20, handler=f"{HANDLERS}:{cls}",
                        handler_options={k: str(v) for k, v in options.items()},
                        attributes=dict(attributes or {}), control=dict(control or {}))
-        lun = lun_manager.create(spec)
+        lun = lun_manager.create(spec, name=name)
         made.append(lun)
         return lun
 

@@ -10,6 +10,8 @@ which makes the handler do one thing to the ring that the kernel must then handl
 - SENSE_WITH_DATA_OPCODE: CHECK CONDITION with ODD_SENSE and, with READ_LEN, the
   SHORT_READ_BYTES of SHORT_READ_DATA as data-in (sense and data together);
 - UNKNOWN_OP_OPCODE: handed back with TCMU_UFLAG_UNKNOWN_OP (Result.unknown_op);
+- GrowOnlyDisk: refuses a RECONFIG that shrinks the device (ReconfigRefused: the runtime
+  answers -EINVAL when the kernel waits for a reply), grows as the RAM disk does;
 - HOLD_OPCODE: held in the ring (deferred) and completed later from another thread,
   in reverse arrival order, with data-in made from a tag in the CDB (HoldingDisk):
   commands in flight for as long as a test needs, completed out of order.
@@ -27,7 +29,7 @@ import time
 from typing import Any
 
 from tcmu.block import BlockHandler, scsi_command
-from tcmu.handler import Command, Result
+from tcmu.handler import Command, Reconfig, ReconfigRefused, Result
 from tcmu.handlers.filedisk import FileDisk
 from tcmu.handlers.ramdisk import RamDisk
 from tcmu.options import Option
@@ -71,6 +73,16 @@ class KernelProbeDisk(RamDisk):
     def sense_with_data(self, cmd: Command) -> Result:
         return Result(Status.CHECK_CONDITION, ODD_SENSE, SHORT_READ_DATA,
                       read_len=SHORT_READ_BYTES)
+
+
+class GrowOnlyDisk(KernelProbeDisk):
+    """KernelProbeDisk that refuses to shrink."""
+
+    def reconfig(self, change: Reconfig) -> None:
+        if change.new.size < change.old.size:
+            raise ReconfigRefused(f"{change.old.size} bytes never shrink "
+                                  f"(asked for {change.new.size})")
+        super().reconfig(change)
 
 
 class SlowDisk(KernelProbeDisk):
