@@ -24,14 +24,14 @@ from typing import Any
 
 import pytest
 
-from harness.lun import Lun, LunManager
-from initiator import cdb
-from scsi.constants import Asc, SenseKey
 from tcmu.netlink import GenlCmd
+from tcmu_harness.initiator import cdb
+from tcmu_harness.lun import Lun, LunManager
+from tcmu_harness.scsi.constants import Asc, SenseKey
 
 pytestmark = pytest.mark.vm
 
-GUEST = "lio.reply_mode"
+GUEST = "tcmu_harness.lio.reply_mode"
 RESCUE_S = 10.0  # s a configfs write may wait for a reply before the peer fails it
 # s for a whole LUN creation (handler start, export, sd probe: ~12 s under TCG); the
 # enable inside it is timed on its own (setup_steps["backstore"])

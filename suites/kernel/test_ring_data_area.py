@@ -22,9 +22,9 @@ from collections.abc import Callable
 
 import pytest
 
-from harness.lun import Lun
-from initiator import cdb
-from scsi.constants import Asc, Opcode, SenseKey
+from tcmu_harness.initiator import cdb
+from tcmu_harness.lun import Lun
+from tcmu_harness.scsi.constants import Asc, Opcode, SenseKey
 
 pytestmark = pytest.mark.vm
 
