@@ -10,6 +10,10 @@ which makes the handler do one thing to the ring that the kernel must then handl
 - SENSE_WITH_DATA_OPCODE: CHECK CONDITION with ODD_SENSE and, with READ_LEN, the
   SHORT_READ_BYTES of SHORT_READ_DATA as data-in (sense and data together);
 - UNKNOWN_OP_OPCODE: handed back with TCMU_UFLAG_UNKNOWN_OP (Result.unknown_op);
+- RECORD_OPCODE (data-out, every CDB bit settable) keeps what the ring entry carried:
+  its CDB bytes, its iovecs' count and lengths and a SHA-256 of the data; RECORDED_OPCODE
+  (data-in) hands that record back (RECORD_FORMAT), so a test can compare them with
+  what the initiator sent;
 - GrowOnlyDisk: refuses a RECONFIG that shrinks the device (ReconfigRefused: the runtime
   answers -EINVAL when the kernel waits for a reply), grows as the RAM disk does;
 - HOLD_OPCODE: held in the ring (deferred) and completed later from another thread,
@@ -24,6 +28,8 @@ sends these, so the LUN sets up as a plain RAM disk.
 
 from __future__ import annotations
 
+import hashlib
+import struct
 import threading
 import time
 from typing import Any
@@ -40,6 +46,10 @@ SHORT_READ_OPCODE = 0xC2
 SENSE_OPCODE = 0xC3
 SENSE_WITH_DATA_OPCODE = 0xC5
 UNKNOWN_OP_OPCODE = 0xC6
+RECORD_OPCODE = 0xC7
+RECORDED_OPCODE = 0xC8
+# the last RECORD command: its 10 CDB bytes, iovec count, total length, SHA-256 of the data
+RECORD_FORMAT = ">10sII32s"
 _NO_FIELDS = "00 00 00 00 00 00 00 00 00"  # a 10-byte CDB with nothing settable
 
 SHORT_READ_BYTES = 100
@@ -68,6 +78,16 @@ class KernelProbeDisk(RamDisk):
     @scsi_command(UNKNOWN_OP_OPCODE, usage=_NO_FIELDS)
     def unknown_op(self, cmd: Command) -> Result:
         return Result(unknown_op=True)
+
+    @scsi_command(RECORD_OPCODE, usage="ff ff ff ff ff ff ff ff 00")  # control byte: LIO's
+    def record(self, cmd: Command) -> Result:
+        self.recorded = struct.pack(RECORD_FORMAT, bytes(cmd.cdb), len(cmd.iov.views),
+                                    len(cmd.iov), hashlib.sha256(cmd.iov.read()).digest())
+        return Result.good()
+
+    @scsi_command(RECORDED_OPCODE, usage=_NO_FIELDS)
+    def recorded_entry(self, cmd: Command) -> Result:
+        return Result.good(getattr(self, "recorded", b""))
 
     @scsi_command(SENSE_WITH_DATA_OPCODE, usage=_NO_FIELDS)
     def sense_with_data(self, cmd: Command) -> Result:

@@ -7,6 +7,8 @@ The helper handlers are in kernel_handlers.py (vendor-specific 10-byte opcodes).
 
 from __future__ import annotations
 
+import hashlib
+import struct
 import time
 from collections.abc import Callable
 
@@ -18,6 +20,9 @@ from tcmu_harness.lun import Lun
 from tcmu_harness.scsi.constants import Asc, Opcode, SenseKey, Status
 from tcmu_harness.suites.kernel.kernel_handlers import (
     ODD_SENSE,
+    RECORD_FORMAT,
+    RECORD_OPCODE,
+    RECORDED_OPCODE,
     SENSE_OPCODE,
     SENSE_WITH_DATA_OPCODE,
     SHORT_READ_BYTES,
@@ -74,6 +79,31 @@ def test_handler_sense_bytes_pass_through_the_kernel_unchanged(
     assert result.status == Status.CHECK_CONDITION, result.describe()
     _assert_sense_is(result, ODD_SENSE)
     result.expect_check(SenseKey.MEDIUM_ERROR, 0x11, 0x05, information=0x01020304)
+
+
+def test_the_handler_gets_the_initiators_cdb_and_data_out_byte_for_byte(
+    helper_lun: Callable[..., Lun],
+) -> None:
+    """The 2014 design's first claim: the kernel hands userspace "raw SCSI CDBs and
+    iovs". A vendor-specific CDB with bits set in every byte the initiator may set (not
+    the control byte: its NACA and LINK bits are LIO's) and 300 KiB of data-out reach the
+    handler as sent: the same 10 bytes in the ring entry's CDB, iovecs whose lengths add
+    up to the transfer, the same data (SHA-256); the command log shows that CDB."""
+    lun = helper_lun("KernelProbeDisk")
+    sent = bytes([RECORD_OPCODE, 0xA5, 0x5A, 0x01, 0x80, 0x7F, 0xFF, 0x3C, 0xC3, 0x00])
+    data = bytes((i * 31 + (i >> 12)) & 0xFF for i in range(300 << 10))
+    result = lun.cdb(sent, data_out=data)
+    assert result.status == Status.GOOD, result.describe()
+    size = struct.calcsize(RECORD_FORMAT)
+    record = lun.cdb(_cdb10(RECORDED_OPCODE), data_in_len=size)
+    assert (record.status, len(record.data)) == (Status.GOOD, size), record.describe()
+    cdb_seen, iovecs, length, digest = struct.unpack(RECORD_FORMAT, record.data)
+    assert cdb_seen == sent, f"handler's CDB {cdb_seen.hex(' ')}\nsent CDB      {sent.hex(' ')}"
+    assert (length, digest) == (len(data), hashlib.sha256(data).digest()), (
+        f"the handler got {length} bytes of data-out in {iovecs} iovecs, not the "
+        f"{len(data)} sent" if length != len(data) else "the data-out differs from what was sent")
+    assert iovecs >= 1
+    assert sent in [command.cdb for command in lun.handler_commands()]
 
 
 def test_read_len_shortens_the_data_in_and_the_initiator_sees_a_residual(
