@@ -183,17 +183,33 @@ def _fio(disk: str, job: fio.Job, runtime_s: float, ramp_s: float, workdir: str
     done = subprocess.run(["fio", "--output-format=json", job_path], capture_output=True,
                           text=True, timeout=runtime_s + ramp_s + FIO_SLACK, check=False)
     if done.returncode != 0:
-        raise RuntimeError(f"fio {job.name} exited {done.returncode}: "
-                           f"{done.stderr.strip()[-800:]}")
+        raise RuntimeError(f"fio {job.name} exited {done.returncode}: {one_line(done.stderr)}")
     return json.loads(fio.json_part(done.stdout))
 
 
+def one_line(text: str, limit: int = 240) -> str:
+    """A failure in one line: fio's own error line if it printed one (e.g. "fio: io_u
+    error on file /dev/sda: Input/output error: write offset=..."), else the first line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower()]
+    line = (errors or lines or ["(no output)"])[0]
+    return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
 def run_fio(disk: str, runtime_s: float, ramp_s: float, workdir: str) -> dict[str, Any]:
-    """The prefill, then every job in benchmarks.fio.JOBS: {job name: figures}."""
+    """The prefill, then every job in benchmarks.fio.JOBS: {job name: figures}, or
+    {job name: {"error": one line}} for a job that failed (the later jobs still run).
+    A failed prefill fails the backstore: its reads would hit holes."""
     _fio(disk, fio.PREFILL_JOB, runtime_s, ramp_s, workdir)
     out: dict[str, Any] = {}
     for job in fio.JOBS:
-        figures = fio.parse(_fio(disk, job, runtime_s, ramp_s, workdir))[job.name]
+        try:
+            figures = fio.parse(_fio(disk, job, runtime_s, ramp_s, workdir))[job.name]
+        except (RuntimeError, ValueError, KeyError, subprocess.TimeoutExpired) as exc:
+            error = one_line(f"{type(exc).__name__}: {exc}")
+            _say(f"  {job.name}: failed: {error}")
+            out[job.name] = {"error": error}
+            continue
         _say(f"  {job.name}: {figures.iops:.0f} IOPS, p50 {figures.lat_p50_us:.0f} us")
         out[job.name] = figures.as_dict()
     return out

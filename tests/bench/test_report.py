@@ -39,6 +39,38 @@ def test_table_rows_and_ratio_columns() -> None:
     assert lines[-1] == "lio-fileio: not measured: RuntimeError: fio exited 1"
 
 
+EIO = ("RuntimeError: fio write-1m-qd1 exited 1: fio: io_u error on file /dev/sda: "
+       "Input/output error: write offset=24117248, buflen=1048576")
+WITH_A_FAILED_JOB = {
+    "tcmu-runner-qcow": {"randread-4k-qd1": _row(400), "write-1m-qd1": {"error": EIO}},
+    "python-ramdisk": {"randread-4k-qd1": _row(600), "write-1m-qd1": _row(80, 80.0)},
+    "lio-rd_mcp": {"randread-4k-qd1": _row(8000), "write-1m-qd1": _row(200, 200.0)},
+}
+
+
+def test_table_keeps_a_backstore_with_a_failed_job() -> None:
+    lines = report.table(WITH_A_FAILED_JOB).splitlines()
+    runner = [line for line in lines if "tcmu-runner-qcow" in line]
+    assert runner[0].split() == ["randread-4k-qd1", "tcmu-runner-qcow", "400", "1.0", "10",
+                                 "20", "-", "-"]
+    assert runner[1] == f"{'write-1m-qd1':18s} {'tcmu-runner-qcow':18s} failed: {EIO}"
+    assert len(runner) == 2
+    python = [line.split() for line in lines if "python-ramdisk" in line]
+    assert python[0][-2:] == ["1.50", "0.07"]
+    assert python[1] == ["write-1m-qd1", "python-ramdisk", "80", "80.0", "10", "20", "-",
+                         "0.40"]  # no ratio to the job that failed
+    assert not any("not measured" in line for line in lines)
+
+
+def test_ratio_to_a_failed_job_is_none_both_ways() -> None:
+    assert report.ratio(WITH_A_FAILED_JOB, "python-ramdisk", report.RUNNER,
+                        "write-1m-qd1") is None
+    assert report.ratio(WITH_A_FAILED_JOB, report.RUNNER, "python-ramdisk",
+                        "write-1m-qd1") is None
+    assert report.ratio(WITH_A_FAILED_JOB, "python-ramdisk", report.RUNNER,
+                        "randread-4k-qd1") == 1.5
+
+
 def test_goals_met_and_missed() -> None:
     checks = report.goals(RESULTS)
     assert [(c["job"], c["reference"], c["ratio"], c["met"]) for c in checks] == [
