@@ -12,7 +12,7 @@ from typing import Any
 
 from benchmarks.fio import JOBS
 
-RUNNER = "tcmu-runner-qcow"
+RUNNER = "tcmu-runner-raw"
 RD_MCP = "lio-rd_mcp"
 PYTHON_PREFIX = "python-"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks import qcow, report
+from benchmarks import report
 
 
 def _row(iops: float, bw: float = 1.0, p50: float = 10.0, p99: float = 20.0) -> dict[str, Any]:
@@ -12,7 +12,7 @@ def _row(iops: float, bw: float = 1.0, p50: float = 10.0, p99: float = 20.0) -> 
 
 
 RESULTS = {
-    "tcmu-runner-qcow": {"randread-4k-qd1": _row(400), "randread-4k-qd16": _row(1600)},
+    report.RUNNER: {"randread-4k-qd1": _row(400), "randread-4k-qd16": _row(1600)},
     "python-ramdisk": {"randread-4k-qd1": _row(600, 2.3, 1500, 3100),
                        "randread-4k-qd16": _row(2400)},
     "lio-rd_mcp": {"randread-4k-qd1": _row(8000), "randread-4k-qd16": _row(8000)},
@@ -42,7 +42,7 @@ def test_table_rows_and_ratio_columns() -> None:
 EIO = ("RuntimeError: fio write-1m-qd1 exited 1: fio: io_u error on file /dev/sda: "
        "Input/output error: write offset=24117248, buflen=1048576")
 WITH_A_FAILED_JOB = {
-    "tcmu-runner-qcow": {"randread-4k-qd1": _row(400), "write-1m-qd1": {"error": EIO}},
+    report.RUNNER: {"randread-4k-qd1": _row(400), "write-1m-qd1": {"error": EIO}},
     "python-ramdisk": {"randread-4k-qd1": _row(600), "write-1m-qd1": _row(80, 80.0)},
     "lio-rd_mcp": {"randread-4k-qd1": _row(8000), "write-1m-qd1": _row(200, 200.0)},
 }
@@ -50,10 +50,10 @@ WITH_A_FAILED_JOB = {
 
 def test_table_keeps_a_backstore_with_a_failed_job() -> None:
     lines = report.table(WITH_A_FAILED_JOB).splitlines()
-    runner = [line for line in lines if "tcmu-runner-qcow" in line]
-    assert runner[0].split() == ["randread-4k-qd1", "tcmu-runner-qcow", "400", "1.0", "10",
+    runner = [line for line in lines if report.RUNNER in line]
+    assert runner[0].split() == ["randread-4k-qd1", report.RUNNER, "400", "1.0", "10",
                                  "20", "-", "-"]
-    assert runner[1] == f"{'write-1m-qd1':18s} {'tcmu-runner-qcow':18s} failed: {EIO}"
+    assert runner[1] == f"{'write-1m-qd1':18s} {report.RUNNER:18s} failed: {EIO}"
     assert len(runner) == 2
     python = [line.split() for line in lines if "python-ramdisk" in line]
     assert python[0][-2:] == ["1.50", "0.07"]
@@ -87,11 +87,3 @@ def test_goals_without_a_reference_are_not_measured() -> None:
     checks = report.goals({"python-filedisk": {"randread-4k-qd1": _row(500)}})
     assert {c["met"] for c in checks} == {None}
     assert report.goals_text(checks).splitlines()[0].endswith("= - (goal >= 1): not measured")
-
-
-def test_qcow_header_is_what_tcmu_runner_reads() -> None:
-    data = qcow.image(64 << 20)
-    fields = qcow.HEADER.unpack_from(data)
-    assert fields == (b"QFI\xfb", 1, 0, 0, 0, 64 << 20, 16, 13, 0, 0, 64)
-    assert data[64:72] == bytes(8)  # one L1 entry, unallocated
-    assert len(data) == 65536
