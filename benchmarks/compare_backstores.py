@@ -6,9 +6,10 @@
 
 One VM boot: the cold boot time to the first guest command; fio (benchmarks.fio: 4 KiB
 random read/write at QD1 and QD16, 1 MiB sequential read/write) on each backstore in
-turn (benchmarks.guest_backstores: tcmu-runner's qcow handler, the Python RamDisk and
-FileDisk, rd_mcp, fileio, all exported through tcm_loop, images on tmpfs); then LUN
-set-up/teardown and the SG_IO round trip from the host (benchmarks.lun_and_cdb).
+turn (benchmarks.guest_backstores: tcmu-runner's qcow handler on a raw image, the
+Python RamDisk and FileDisk, rd_mcp, fileio, all exported through tcm_loop, images on
+tmpfs); then LUN set-up/teardown and the SG_IO round trip from the host
+(benchmarks.lun_and_cdb).
 Prints the table with each Python figure as a ratio to tcmu-runner and rd_mcp and the
 issue's goals; writes everything, with the host's load average at each step, to
 reports/bench/<UTC timestamp>.json. Asserts nothing about speed.

@@ -1,8 +1,8 @@
 """The fio jobs the backstore comparison runs, and the figures read from fio's JSON.
 
 Each backstore gets the same sequence of fio runs, one process per job: a prefill that
-writes the whole LUN once (so that reads hit allocated blocks: qcow and sparse files
-read holes without any I/O), then 4 KiB random reads and writes at queue depths 1 and
+writes the whole LUN once (so that reads hit allocated blocks: sparse files read holes
+without any I/O), then 4 KiB random reads and writes at queue depths 1 and
 16, then 1 MiB sequential reads and writes. All jobs use libaio with O_DIRECT on the
 LUN's /dev/sdX and, but for the prefill, a fixed runtime.
 """

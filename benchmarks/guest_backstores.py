@@ -17,6 +17,14 @@ kernel never waits for a reply about them, but keeping tcmu-runner to its own sl
 keeps it from seeing them at all. It finds its device when it starts (open_devices
 scans /dev/uio* whose name starts "tcm-user" and takes those whose dev_config subtype
 is one of its handlers': "qcow/<image>" here).
+
+tcmu-runner's image is raw (a sparse file of the LUN's size), which its qcow handler
+serves with plain preadv/pwritev (bdev_open probes qcow, qcow2, then raw). Not qcow
+version 1: tcmu-runner 1.5.4 sets the COPIED flag only for qcow2 images, so on a qcow1
+image every write to an allocated cluster copies it to a new 64 KiB cluster at the end
+of the file ("re-allocating shared cluster for writing", with fdatasync); the image grew
+past the tmpfs and writes failed with EIO. Not qcow2: it allocates clusters with
+fallocate(FALLOC_FL_ZERO_RANGE), which tmpfs does not support.
 """
 
 from __future__ import annotations
@@ -33,9 +41,9 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from tcmu_harness.benchmarks import fio, qcow
+from tcmu_harness.benchmarks import fio
 
-BACKSTORES = ("tcmu-runner-qcow", "python-ramdisk", "python-filedisk", "lio-rd_mcp",
+BACKSTORES = ("tcmu-runner-raw", "python-ramdisk", "python-filedisk", "lio-rd_mcp",
               "lio-fileio")
 PYTHON_HANDLERS = {
     "python-ramdisk": "tcmu.handlers.ramdisk:RamDisk",
@@ -108,11 +116,12 @@ def _uio_of(pid: int) -> str | None:
 
 @contextlib.contextmanager
 def _tcmu_runner(name: str, size: int, workdir: str) -> Iterator[str]:
-    """tcmu-runner's qcow handler on an empty image in the tmpfs."""
+    """tcmu-runner's qcow handler on a raw image in the tmpfs (see the module's notes)."""
     from rtslib_fb import UserBackedStorageObject
 
-    image = f"{workdir}/{name}.qcow"
-    qcow.write(image, size)
+    image = f"{workdir}/{name}.raw"
+    with open(image, "wb") as f:
+        f.truncate(size)
     log_dir = f"{workdir}/tcmu-runner-log"
     os.makedirs(log_dir, exist_ok=True)
     storage = UserBackedStorageObject(name, config=f"qcow/{image}", size=size)
@@ -166,7 +175,7 @@ def _python_handler(kind: str, name: str, size: int, workdir: str) -> Iterator[s
 
 def _backstore(kind: str, size: int, workdir: str) -> contextlib.AbstractContextManager[str]:
     name = "bench_" + kind.replace("-", "_")
-    if kind == "tcmu-runner-qcow":
+    if kind == "tcmu-runner-raw":
         return _tcmu_runner(name, size, workdir)
     if kind in PYTHON_HANDLERS:
         return _python_handler(kind, name, size, workdir)
@@ -183,17 +192,33 @@ def _fio(disk: str, job: fio.Job, runtime_s: float, ramp_s: float, workdir: str
     done = subprocess.run(["fio", "--output-format=json", job_path], capture_output=True,
                           text=True, timeout=runtime_s + ramp_s + FIO_SLACK, check=False)
     if done.returncode != 0:
-        raise RuntimeError(f"fio {job.name} exited {done.returncode}: "
-                           f"{done.stderr.strip()[-800:]}")
+        raise RuntimeError(f"fio {job.name} exited {done.returncode}: {one_line(done.stderr)}")
     return json.loads(fio.json_part(done.stdout))
 
 
+def one_line(text: str, limit: int = 240) -> str:
+    """A failure in one line: fio's own error line if it printed one (e.g. "fio: io_u
+    error on file /dev/sda: Input/output error: write offset=..."), else the first line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower()]
+    line = (errors or lines or ["(no output)"])[0]
+    return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
 def run_fio(disk: str, runtime_s: float, ramp_s: float, workdir: str) -> dict[str, Any]:
-    """The prefill, then every job in benchmarks.fio.JOBS: {job name: figures}."""
+    """The prefill, then every job in benchmarks.fio.JOBS: {job name: figures}, or
+    {job name: {"error": one line}} for a job that failed (the later jobs still run).
+    A failed prefill fails the backstore: its reads would hit holes."""
     _fio(disk, fio.PREFILL_JOB, runtime_s, ramp_s, workdir)
     out: dict[str, Any] = {}
     for job in fio.JOBS:
-        figures = fio.parse(_fio(disk, job, runtime_s, ramp_s, workdir))[job.name]
+        try:
+            figures = fio.parse(_fio(disk, job, runtime_s, ramp_s, workdir))[job.name]
+        except (RuntimeError, ValueError, KeyError, subprocess.TimeoutExpired) as exc:
+            error = one_line(f"{type(exc).__name__}: {exc}")
+            _say(f"  {job.name}: failed: {error}")
+            out[job.name] = {"error": error}
+            continue
         _say(f"  {job.name}: {figures.iops:.0f} IOPS, p50 {figures.lat_p50_us:.0f} us")
         out[job.name] = figures.as_dict()
     return out
@@ -214,9 +239,8 @@ def measure(kind: str, size: int, runtime_s: float, ramp_s: float, workdir: str,
         _say(f"{kind}: failed: {type(exc).__name__}: {exc}")
         return {"error": f"{type(exc).__name__}: {exc}"}
     finally:
-        # The next backstore gets the whole tmpfs: tcmu-runner's qcow image outgrew the
-        # LUN and filled it, and every later file-backed backstore then failed its 1 MiB
-        # writes with EIO (ENOSPC underneath).
+        # The next backstore gets the whole tmpfs (a qcow1 image for tcmu-runner once
+        # filled it, and every later file-backed backstore failed its writes with EIO).
         for entry in os.scandir(workdir):
             if entry.is_file(follow_symlinks=False):
                 os.unlink(entry.path)

@@ -1,8 +1,8 @@
 """The comparison table: fio figures per job and backstore, each Python handler's
 figures as ratios to tcmu-runner and to the kernel's rd_mcp, and the issue's goals.
 
-Input: {backstore: {job name: JobFigures.as_dict()}} (a backstore whose run failed maps
-to {"error": "..."}).
+Input: {backstore: {job name: JobFigures.as_dict()}}; a job that failed maps to
+{"error": "..."}, and so does a backstore whose set-up or prefill failed.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from tcmu_harness.benchmarks.fio import JOBS
 
-RUNNER = "tcmu-runner-qcow"
+RUNNER = "tcmu-runner-raw"
 RD_MCP = "lio-rd_mcp"
 PYTHON_PREFIX = "python-"
 
@@ -26,15 +26,21 @@ GOALS = (
 Results = Mapping[str, Mapping[str, Any]]
 
 
+def _iops(results: Results, backstore: str, job: str) -> float | None:
+    """The IOPS `backstore` measured on `job`, or None when the job failed or did not run."""
+    row = results.get(backstore, {}).get(job)
+    if not isinstance(row, Mapping) or "error" in row or "iops" not in row:
+        return None
+    return float(row["iops"])
+
+
 def ratio(results: Results, backstore: str, reference: str, job: str) -> float | None:
-    """backstore's IOPS on `job` over reference's, or None when either is missing."""
-    mine = results.get(backstore, {}).get(job)
-    theirs = results.get(reference, {}).get(job)
-    if not isinstance(mine, Mapping) or not isinstance(theirs, Mapping):
+    """backstore's IOPS on `job` over reference's, or None when either did not run."""
+    mine = _iops(results, backstore, job)
+    theirs = _iops(results, reference, job)
+    if mine is None or not theirs:
         return None
-    if not theirs.get("iops"):
-        return None
-    return float(mine["iops"]) / float(theirs["iops"])
+    return mine / theirs
 
 
 def _fmt_ratio(value: float | None) -> str:
@@ -42,8 +48,9 @@ def _fmt_ratio(value: float | None) -> str:
 
 
 def table(results: Results) -> str:
-    """One row per (job, backstore): IOPS, MiB/s, p50/p99 total latency, and for
-    Python handlers the IOPS ratio to tcmu-runner and to rd_mcp."""
+    """One row per (job, backstore) that ran: IOPS, MiB/s, p50/p99 total latency, and
+    for Python handlers the IOPS ratio to tcmu-runner and to rd_mcp; a failed job's row
+    says so with its error. Backstores that measured nothing are listed after."""
     header = (f"{'job':18s} {'backstore':18s} {'IOPS':>9s} {'MiB/s':>8s} {'p50 us':>9s} "
               f"{'p99 us':>9s} {'/runner':>8s} {'/rd_mcp':>8s}")
     lines = [header, "-" * len(header)]
@@ -53,6 +60,9 @@ def table(results: Results) -> str:
                 continue
             row = figures.get(job.name)
             if not isinstance(row, Mapping):
+                continue
+            if "error" in row:
+                lines.append(f"{job.name:18s} {backstore:18s} failed: {row['error']}")
                 continue
             python = backstore.startswith(PYTHON_PREFIX)
             to_runner = ratio(results, backstore, RUNNER, job.name) if python else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tcmu_harness.benchmarks import qcow, report
+from tcmu_harness.benchmarks import report
 
 
 def _row(iops: float, bw: float = 1.0, p50: float = 10.0, p99: float = 20.0) -> dict[str, Any]:
@@ -12,7 +12,7 @@ def _row(iops: float, bw: float = 1.0, p50: float = 10.0, p99: float = 20.0) -> 
 
 
 RESULTS = {
-    "tcmu-runner-qcow": {"randread-4k-qd1": _row(400), "randread-4k-qd16": _row(1600)},
+    report.RUNNER: {"randread-4k-qd1": _row(400), "randread-4k-qd16": _row(1600)},
     "python-ramdisk": {"randread-4k-qd1": _row(600, 2.3, 1500, 3100),
                        "randread-4k-qd16": _row(2400)},
     "lio-rd_mcp": {"randread-4k-qd1": _row(8000), "randread-4k-qd16": _row(8000)},
@@ -39,6 +39,38 @@ def test_table_rows_and_ratio_columns() -> None:
     assert lines[-1] == "lio-fileio: not measured: RuntimeError: fio exited 1"
 
 
+EIO = ("RuntimeError: fio write-1m-qd1 exited 1: fio: io_u error on file /dev/sda: "
+       "Input/output error: write offset=24117248, buflen=1048576")
+WITH_A_FAILED_JOB = {
+    report.RUNNER: {"randread-4k-qd1": _row(400), "write-1m-qd1": {"error": EIO}},
+    "python-ramdisk": {"randread-4k-qd1": _row(600), "write-1m-qd1": _row(80, 80.0)},
+    "lio-rd_mcp": {"randread-4k-qd1": _row(8000), "write-1m-qd1": _row(200, 200.0)},
+}
+
+
+def test_table_keeps_a_backstore_with_a_failed_job() -> None:
+    lines = report.table(WITH_A_FAILED_JOB).splitlines()
+    runner = [line for line in lines if report.RUNNER in line]
+    assert runner[0].split() == ["randread-4k-qd1", report.RUNNER, "400", "1.0", "10",
+                                 "20", "-", "-"]
+    assert runner[1] == f"{'write-1m-qd1':18s} {report.RUNNER:18s} failed: {EIO}"
+    assert len(runner) == 2
+    python = [line.split() for line in lines if "python-ramdisk" in line]
+    assert python[0][-2:] == ["1.50", "0.07"]
+    assert python[1] == ["write-1m-qd1", "python-ramdisk", "80", "80.0", "10", "20", "-",
+                         "0.40"]  # no ratio to the job that failed
+    assert not any("not measured" in line for line in lines)
+
+
+def test_ratio_to_a_failed_job_is_none_both_ways() -> None:
+    assert report.ratio(WITH_A_FAILED_JOB, "python-ramdisk", report.RUNNER,
+                        "write-1m-qd1") is None
+    assert report.ratio(WITH_A_FAILED_JOB, report.RUNNER, "python-ramdisk",
+                        "write-1m-qd1") is None
+    assert report.ratio(WITH_A_FAILED_JOB, "python-ramdisk", report.RUNNER,
+                        "randread-4k-qd1") == 1.5
+
+
 def test_goals_met_and_missed() -> None:
     checks = report.goals(RESULTS)
     assert [(c["job"], c["reference"], c["ratio"], c["met"]) for c in checks] == [
@@ -55,11 +87,3 @@ def test_goals_without_a_reference_are_not_measured() -> None:
     checks = report.goals({"python-filedisk": {"randread-4k-qd1": _row(500)}})
     assert {c["met"] for c in checks} == {None}
     assert report.goals_text(checks).splitlines()[0].endswith("= - (goal >= 1): not measured")
-
-
-def test_qcow_header_is_what_tcmu_runner_reads() -> None:
-    data = qcow.image(64 << 20)
-    fields = qcow.HEADER.unpack_from(data)
-    assert fields == (b"QFI\xfb", 1, 0, 0, 0, 64 << 20, 16, 13, 0, 0, 64)
-    assert data[64:72] == bytes(8)  # one L1 entry, unallocated
-    assert len(data) == 65536
