@@ -81,7 +81,8 @@ def _keep_two_halves(lun: Lun) -> dict[int, int]:
         result = sg_io(lun, keep_cdb(tag, keep=True), data_in_len=HALF_DATA_AREA).expect_good()
         assert result.data == hold_pattern(tag, HALF_DATA_AREA), f"kept {tag}: wrong data-in"
     ids = {tag: c.cmd_id for tag, c in keep_commands(lun).items()}
-    assert sorted(ids) == [1, 2] and ids[1] != ids[2], ids
+    assert sorted(ids) == [1, 2] and ids[1] != ids[2], (
+        f"cmd_ids by tag {ids}: a kept command's cmd_id should stay taken")
     return ids
 
 
