@@ -11,6 +11,7 @@ configfs layout (drivers/target/target_core_user.c, target_core_configfs.c):
     attrib/nl_reply_supported   >0: the kernel waits for netlink replies (if on globally)
     action/block_dev      1: new commands fail with BUSY; 0: resume
     action/reset_ring     1: in-flight commands fail with BUSY, head = tail = 0
+    action/free_kept_buf  a cmd_id completed with KEEP_BUF: its data blocks are freed
 """
 
 from __future__ import annotations
@@ -127,3 +128,10 @@ def reset_ring(info: DeviceInfo, level: int = 1, configfs: str = CONFIGFS) -> No
     """action/reset_ring: fail in-flight commands (1: BUSY, 2: CHECK CONDITION), empty
     the ring (head = tail = 0) and clear a 'ring broken' state."""
     _action(info, "reset_ring", level, configfs)
+
+
+def free_kept_buf(info: DeviceInfo, cmd_id: int, configfs: str = CONFIGFS) -> None:
+    """action/free_kept_buf: release the data-area blocks of a command completed with
+    Result(keep_buf=True). The kernel refuses (EINVAL, DeviceError here) a cmd_id it does
+    not know or that was not completed with KEEP_BUF."""
+    _action(info, "free_kept_buf", cmd_id, configfs)

@@ -38,6 +38,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
+from tcmu.layout import Cap
 from tcmu.options import Option, check_declarations
 from tcmu.options import resolve as resolve_options
 from tcmu.sense import INTERNAL_FAILURE_SENSE
@@ -149,6 +150,11 @@ class Result:
     unknown_op: hand the command back with TCMU_UFLAG_UNKNOWN_OP (status and sense are
       then ignored): the kernel fails it with CHECK CONDITION, NOT READY, LOGICAL UNIT
       COMMUNICATION FAILURE (08/00), as it does for a daemon that lacks the operation.
+    keep_buf: complete the SCSI command but keep its data-area buffer (TCMU_UFLAG_KEEP_BUF,
+      only when the kernel offers CAP_KEEP_BUF: see Handler.ring_caps; otherwise the
+      runtime refuses the result with INTERNAL TARGET FAILURE and logs why). `cmd.iov`
+      then stays valid, and its space taken, until the handler writes the cmd_id to the
+      backstore's action/free_kept_buf (tcmu.device.free_kept_buf) or closes the device.
     """
 
     status: int = Status.GOOD
@@ -156,10 +162,12 @@ class Result:
     data: bytes | None = None
     read_len: int | None = None
     unknown_op: bool = False
+    keep_buf: bool = False
 
     @classmethod
-    def good(cls, data: bytes | None = None, read_len: int | None = None) -> Result:
-        return cls(Status.GOOD, b"", data, read_len)
+    def good(cls, data: bytes | None = None, read_len: int | None = None, *,
+             keep_buf: bool = False) -> Result:
+        return cls(Status.GOOD, b"", data, read_len, keep_buf=keep_buf)
 
     @classmethod
     def check_condition(cls, sense: bytes) -> Result:
@@ -237,6 +245,9 @@ class Handler(abc.ABC):
 
     subtype: ClassVar[str] = "harness"
     options: ClassVar[tuple[Option, ...]] = ()
+    # What the kernel offers (the mailbox's flags), set by the runtime once the ring is
+    # mapped, before open(): test `Cap.KEEP_BUF in self.ring_caps` before keep_buf.
+    ring_caps: Cap = Cap(0)
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)

@@ -80,6 +80,7 @@ _OP_PAD = int(Op.PAD)
 _OP_TMR = int(Op.TMR)
 _UF_READ_LEN = int(UFlag.READ_LEN)
 _UF_UNKNOWN_OP = int(UFlag.UNKNOWN_OP)
+_UF_KEEP_BUF = int(UFlag.KEEP_BUF)
 _NOT_CMD = -1  # cmd_id marker of a slot that needs no response (PAD, TMR, unknown)
 
 # The kernel copies scsi_command_size(cdb) bytes: a length per opcode group
@@ -97,6 +98,11 @@ _CHECK_CONDITION = 0x02
 
 class RingError(Exception):
     """The ring cannot be used, or an entry/completion would corrupt it."""
+
+
+class UnsupportedResult(ValueError):
+    """A result that asks for something the kernel does not offer (KEEP_BUF without
+    CAP_KEEP_BUF); the message says what."""
 
 
 class _MalformedEntry(RingError):
@@ -142,6 +148,7 @@ class Ring:
         self._data_off = cmdr_off + cmdr_size  # the data area: iovecs must point past here
         self.ooo = bool(flags & Cap.OOOC)
         self.read_len_cap = bool(flags & Cap.READ_LEN)
+        self.keep_buf_cap = bool(flags & Cap.KEEP_BUF)
         self._completer = completer
         # Resume where the kernel says userspace stopped (fresh device: 0; after
         # action/reset_ring: 0; after a crash without reset: the old tail).
@@ -287,11 +294,16 @@ class Ring:
         Copies result.data into the data-in buffer (bidi_iov for BIDI, else iov),
         truncated to its size (the allocation length rule). Raises RingError for a
         command that is not in flight (completing an unknown cmd_id would mark the
-        kernel's ring broken); any other exception leaves the command in flight.
+        kernel's ring broken) and UnsupportedResult for keep_buf without CAP_KEEP_BUF;
+        any other exception leaves the command in flight.
         """
         cmd_id = cmd.cmd_id
         if self._inflight.get(cmd_id) is not cmd:
             raise RingError(f"cmd_id {cmd_id} is not in flight (completed twice?)")
+        if result.keep_buf and not self.keep_buf_cap:
+            raise UnsupportedResult(
+                f"cmd {cmd_id}: keep_buf needs the kernel's KEEP_BUF capability, which this "
+                f"ring does not offer (mailbox flags {int(self.flags):#x})")
         data_in = cmd.bidi_iov if cmd.bidi_iov.views else cmd.iov
         read_len = result.read_len
         data = result.data
@@ -320,6 +332,8 @@ class Ring:
             rsp_len = read_len
         if result.unknown_op:
             uflags |= _UF_UNKNOWN_OP
+        if result.keep_buf:  # the kernel keeps the data blocks until free_kept_buf
+            uflags |= _UF_KEEP_BUF
         status = int(result.status)
         if not 0 <= status <= 0xFF or rsp_len < 0:
             raise ValueError(f"cmd {cmd_id}: bad status {status} or read_len {rsp_len}")

@@ -49,7 +49,7 @@ from tcmu.handler import (
     ReconfigRefused,
     Result,
 )
-from tcmu.ring import Ring, RingError, TmrNotice
+from tcmu.ring import Ring, RingError, TmrNotice, UnsupportedResult
 from tcmu.sense import INTERNAL_FAILURE_SENSE, SenseError  # noqa: F401 (re-exported)
 from tcmu.spec import load as load_spec
 
@@ -89,6 +89,7 @@ class Runner:
         self.wakeups = 0  # passes that found entries on the ring
         self.commands = 0  # entries (commands and TMRs) they found
         self.ring = Ring(uio.map, self._defer)  # raises RingError (mailbox version)
+        handler.ring_caps = self.ring.flags
 
     # -- any thread --------------------------------------------------------------------
 
@@ -185,6 +186,10 @@ class Runner:
         except RingError as e:
             log.error("dropping a completion: %s", e)
             return
+        except UnsupportedResult as e:  # the handler's mistake, said in one line
+            log.error("%s; answering INTERNAL TARGET FAILURE", e)
+            result = INTERNAL_FAILURE
+            self.ring.complete(cmd, result)
         except Exception:
             log.exception("cmd %d: unusable result %r", cmd.cmd_id, result)
             result = INTERNAL_FAILURE

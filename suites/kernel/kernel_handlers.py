@@ -18,7 +18,13 @@ which makes the handler do one thing to the ring that the kernel must then handl
   answers -EINVAL when the kernel waits for a reply), grows as the RAM disk does;
 - HOLD_OPCODE: held in the ring (deferred) and completed later from another thread,
   in reverse arrival order, with data-in made from a tag in the CDB (HoldingDisk):
-  commands in flight for as long as a test needs, completed out of order.
+  commands in flight for as long as a test needs, completed out of order;
+- KEEP_OPCODE (KeepBufDisk): data-in made from a tag, completed at once, with
+  Result(keep_buf=True) when CDB byte 6 bit 0 is set: the kernel keeps its data-area
+  blocks until action/free_kept_buf; KEPT_SUM_OPCODE answers the SHA-256 of a kept
+  command's buffer as the handler still sees it; CAPS_OPCODE the mailbox flags
+  (Handler.ring_caps); HELD_IDS_OPCODE the number and cmd_ids (u8, then u16 each)
+  of the HOLD commands held now.
 
 The kernel's own probe of the disk (INQUIRY, READ CAPACITY, partition scan) never
 sends these, so the LUN sets up as a plain RAM disk.
@@ -35,7 +41,7 @@ import time
 from typing import Any
 
 from tcmu.block import BlockHandler, scsi_command
-from tcmu.handler import Command, Reconfig, ReconfigRefused, Result
+from tcmu.handler import Command, Reconfig, ReconfigRefused, Result, ScatterBuffer
 from tcmu.handlers.filedisk import FileDisk
 from tcmu.handlers.ramdisk import RamDisk
 from tcmu.options import Option
@@ -198,3 +204,53 @@ class HoldingDisk(_Holding, KernelProbeDisk):
 class HoldingFileDisk(_Holding, FileDisk):
     """FileDisk (the backstore's dev_config path) with HOLD_OPCODE: its data outlives
     the handler process, for restart tests."""
+
+
+KEEP_OPCODE = 0xC9  # CDB bytes 2-5: tag; byte 6 bit 0: complete with keep_buf
+KEPT_SUM_OPCODE = 0xCA  # CDB bytes 2-5: the tag of a kept command
+CAPS_OPCODE = 0xCB
+HELD_IDS_OPCODE = 0xCC
+
+
+def keep_cdb(tag: int, *, keep: bool) -> bytes:
+    return bytes([KEEP_OPCODE, 0]) + tag.to_bytes(4, "big") + bytes([int(keep), 0, 0, 0])
+
+
+def kept_sum_cdb(tag: int) -> bytes:
+    return bytes([KEPT_SUM_OPCODE, 0]) + tag.to_bytes(4, "big") + bytes(4)
+
+
+class KeepBufDisk(HoldingDisk):
+    """HoldingDisk plus KEEP_OPCODE, KEPT_SUM_OPCODE, CAPS_OPCODE and HELD_IDS_OPCODE.
+
+    The buffers of kept commands stay referenced here (by tag) until the device goes:
+    the handler reads one (KEPT_SUM) only while the test has not freed it, since a
+    freed block may be reused by another command or unmapped."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._kept: dict[int, ScatterBuffer] = {}
+
+    @scsi_command(KEEP_OPCODE, usage="00 FF FF FF FF 01 00 00 00")
+    def keep(self, cmd: Command) -> Result:
+        tag = int.from_bytes(cmd.cdb[2:6], "big")
+        keep = bool(cmd.cdb[6] & 1)
+        if keep:
+            self._kept[tag] = cmd.iov
+        return Result.good(hold_pattern(tag, len(cmd.iov)), keep_buf=keep)
+
+    @scsi_command(KEPT_SUM_OPCODE, usage="00 FF FF FF FF 00 00 00 00")
+    def kept_sum(self, cmd: Command) -> Result:
+        buf = self._kept.get(int.from_bytes(cmd.cdb[2:6], "big"))
+        return Result.good(hashlib.sha256(buf.read()).digest() if buf is not None else b"")
+
+    @scsi_command(CAPS_OPCODE, usage=_NO_FIELDS)
+    def caps(self, cmd: Command) -> Result:
+        return Result.good(int(self.ring_caps).to_bytes(2, "big"))
+
+    @scsi_command(HELD_IDS_OPCODE, usage=_NO_FIELDS)
+    def held_ids(self, cmd: Command) -> Result:
+        with self._cond:
+            ids = [c.cmd_id for c in self._held]
+        # a count first: an empty answer would read as the whole (zeroed) buffer
+        return Result.good(bytes([len(ids)]) + b"".join(i.to_bytes(2, "big") for i in ids))

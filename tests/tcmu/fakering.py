@@ -10,12 +10,15 @@ queue_tmr_ring, ring_insert_padding, tcmu_handle_completions):
 - one byte of the ring always stays free (spc_free);
 - completions are consumed from the kernel's last-cleaned position up to cmd_tail in
   ring order, identified by the cmd_id in each entry header; an unknown cmd_id marks
-  the ring broken.
+  the ring broken;
+- a completion with KEEP_BUF completes the command but keeps its data blocks (and its
+  cmd_id) until free_kept_buf(cmd_id), as action/free_kept_buf does.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import itertools
 import mmap
 import os
@@ -116,6 +119,7 @@ class FakeKernel:
         self.last_cleaned = 0
         self.used = [False] * data_pages
         self.inflight: dict[int, _Inflight] = {}
+        self.kept: dict[int, _Inflight] = {}  # completed with KEEP_BUF, blocks still used
         self.broken = False
         self.completions: list[Completion] = []
         self.scatter = False  # take every other free block: many iovecs per command
@@ -212,7 +216,8 @@ class FakeKernel:
             for b in blocks + bidi_blocks:
                 self.used[b] = False
             raise
-        cmd_id = next(i for i in itertools.count(1) if i not in self.inflight)  # lowest free
+        cmd_id = next(i for i in itertools.count(1)  # lowest free
+                      if i not in self.inflight and i not in self.kept)
         off = CMDR_OFF + pos
         self.buf[off : off + size] = bytes(size)
         cdb_off = off + base_size
@@ -315,12 +320,25 @@ class FakeKernel:
                         data = self._gather(k.bidi_blocks, min(n, k.bidi_length))
                     elif k.direction == "in":
                         data = self._gather(k.blocks, n)
-            for b in k.blocks + k.bidi_blocks:
-                self.used[b] = False
+            if uflags & UFlag.KEEP_BUF:
+                self.kept[cmd_id] = k
+            else:
+                self._free(k)
             got.append(Completion(cmd_id, pos, status, uflags, read_len, sense, data, raw))
             self.last_cleaned = (pos + length) % self.cmdr_size
         self.completions += got
         return got
+
+    def _free(self, k: _Inflight) -> None:
+        for b in k.blocks + k.bidi_blocks:
+            self.used[b] = False
+
+    def free_kept_buf(self, cmd_id: int) -> None:
+        """A write of cmd_id to action/free_kept_buf: EINVAL unless it was kept."""
+        k = self.kept.pop(cmd_id, None)
+        if k is None:
+            raise OSError(errno.EINVAL, f"cmd_id {cmd_id} was not completed with KEEP_BUF")
+        self._free(k)
 
     def close(self) -> None:
         if isinstance(self.buf, mmap.mmap):

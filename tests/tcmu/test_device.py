@@ -143,6 +143,9 @@ def test_recovery_actions_write_the_values(tmp_path: Path) -> None:
     assert (d / "action" / "reset_ring").read_text() == "1\n"
     devmod.block_dev(info, False, str(tmp_path))
     assert (d / "action" / "block_dev").read_text() == "0\n"
+    (d / "action" / "free_kept_buf").write_text("")
+    devmod.free_kept_buf(info, 513, str(tmp_path))
+    assert (d / "action" / "free_kept_buf").read_text() == "513\n"
     assert devmod.nl_reply_supported(info, str(tmp_path)) == 0
     (d / "action").rename(d / "gone")
     with pytest.raises(devmod.DeviceError, match="cannot write 1"):

@@ -5,13 +5,13 @@ from __future__ import annotations
 import random
 
 import pytest
-from fakering import ALL_CAPS, CMDR_OFF, PAGE, Completion, FakeKernel
+from fakering import ALL_CAPS, CMDR_OFF, PAGE, Completion, FakeKernel, RingFull
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tcmu.handler import Command, Result, ScatterBuffer
 from tcmu.layout import CMD_REQ, CMD_RSP, ENTRY_HDR, IOV_ARRAY_OFF, IOVEC, Cap, Op, TmrType, UFlag
-from tcmu.ring import Ring, RingError, TmrNotice
+from tcmu.ring import Ring, RingError, TmrNotice, UnsupportedResult
 
 INQUIRY = bytes([0x12, 0, 0, 0, 36, 0])
 READ_10 = bytes([0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0])
@@ -477,3 +477,64 @@ def test_random_traffic_every_command_completes_once_and_correctly(
     for done in k.reap():
         check(done, expected.pop(done.cmd_id))
     assert not expected and not k.inflight and k.tail == k.head
+
+
+def test_keep_buf_sets_the_uflag_and_the_kernel_keeps_the_blocks_until_freed() -> None:
+    """Result(keep_buf=True): TCMU_UFLAG_KEEP_BUF in the response; the command completes
+    with its data-in, its blocks stay taken (and its views valid) until free_kept_buf."""
+    k = FakeKernel(data_pages=4)
+    r = Ring(k.buf)
+    cmd_id = k.queue_cmd(READ_10, data_in=2 * PAGE)
+    (cmd,) = r.fetch()
+    r.complete(cmd, Result.good(b"K" * (2 * PAGE), keep_buf=True))
+    r.flush()
+    (done,) = k.reap()
+    assert (done.cmd_id, done.status, done.uflags) == (cmd_id, 0, UFlag.KEEP_BUF)
+    assert done.data_in == b"K" * (2 * PAGE) and not k.broken
+    assert cmd.iov.read() == b"K" * (2 * PAGE)  # still the command's, still mapped
+    k.queue_cmd(READ_10, data_in=2 * PAGE)  # the other 2 pages
+    with pytest.raises(RingFull):  # the kept 2 are not reused
+        k.queue_cmd(READ_10, data_in=PAGE)
+    k.free_kept_buf(cmd_id)
+    k.queue_cmd(READ_10, data_in=2 * PAGE)
+    with pytest.raises(OSError, match="not completed with KEEP_BUF"):
+        k.free_kept_buf(cmd_id)
+
+
+def test_keep_buf_with_read_len_and_sense_keeps_both_flags() -> None:
+    k = FakeKernel()
+    r = Ring(k.buf)
+    k.queue_cmd(INQUIRY, data_in=36)
+    (cmd,) = r.fetch()
+    r.complete(cmd, Result(0x02, SENSE, b"abc", keep_buf=True))
+    r.flush()
+    (done,) = k.reap()
+    assert (done.status, done.uflags, done.read_len) == (2, UFlag.KEEP_BUF | UFlag.READ_LEN, 3)
+    assert done.sense[:18] == SENSE and done.data_in == b"abc"
+
+
+def test_no_keep_buf_uflag_unless_asked() -> None:
+    k = FakeKernel()
+    r = Ring(k.buf)
+    a = k.queue_cmd(INQUIRY, data_in=36)
+    (cmd,) = r.fetch()
+    r.complete(cmd, Result.good(b"x" * 36))
+    r.flush()
+    assert k.reap()[0].uflags == 0 and not k.kept
+    with pytest.raises(OSError):
+        k.free_kept_buf(a)
+
+
+def test_keep_buf_without_the_cap_is_refused_and_the_command_stays_in_flight() -> None:
+    k = FakeKernel(flags=int(Cap.OOOC | Cap.READ_LEN | Cap.TMR))
+    r = Ring(k.buf)
+    assert not r.keep_buf_cap and Ring(FakeKernel().buf).keep_buf_cap
+    k.queue_cmd(TUR)
+    (cmd,) = r.fetch()
+    with pytest.raises(UnsupportedResult, match=r"keep_buf needs the kernel's KEEP_BUF "
+                       r"capability, which this ring does not offer \(mailbox flags 0x7\)"):
+        r.complete(cmd, Result.good(keep_buf=True))
+    assert r.inflight == 1 and r.flush() is False
+    r.complete(cmd, Result.good())
+    r.flush()
+    assert k.reap()[0].uflags == 0

@@ -25,7 +25,7 @@ from tcmu import runner as runmod
 from tcmu import uio as uiomod
 from tcmu.cmdlog import CommandLog
 from tcmu.handler import Command, DeviceInfo, Handler, Result
-from tcmu.layout import Cap, TmrType
+from tcmu.layout import Cap, TmrType, UFlag
 from tcmu.netlink import GenlCmd, TcmuEvent, TcmuNetlink, encode
 from tcmu.runner import INTERNAL_FAILURE_SENSE, Runner, serve
 
@@ -484,3 +484,44 @@ def test_sigterm_becomes_a_readable_stop_fd() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
         assert select.select([fd], [], [], 5)[0] == [fd]
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+class Keeper(Handler):
+    """Asks for KEEP_BUF on every command when the ring offers it, or regardless."""
+
+    def __init__(self, *, always: bool) -> None:
+        super().__init__(DEVICE)
+        self.always = always
+
+    def handle(self, cmd: Command) -> Result:
+        keep = self.always or Cap.KEEP_BUF in self.ring_caps
+        return Result.good(b"k" * len(cmd.iov), keep_buf=keep)
+
+
+@pytest.mark.parametrize("flags", [ALL_CAPS, int(Cap.OOOC | Cap.READ_LEN)])
+def test_the_handler_sees_the_ring_caps_and_keep_buf_follows_them(
+    rig_factory: Callable[..., Rig], flags: int
+) -> None:
+    handler = Keeper(always=False)
+    rig = rig_factory(handler, flags=flags)
+    assert handler.ring_caps == Cap(flags)  # set by the Runner, before serve() calls open()
+    cmd_id = rig.k.queue_cmd(INQUIRY, data_in=36)
+    (done,) = rig.wait(1)
+    kept = bool(flags & Cap.KEEP_BUF)
+    assert (done.status, done.uflags, done.data_in) == (0, UFlag.KEEP_BUF if kept else 0,
+                                                        b"k" * 36)
+    assert (cmd_id in rig.k.kept) is kept
+
+
+def test_keep_buf_without_the_cap_is_internal_target_failure_in_one_log_line(
+    rig_factory: Callable[..., Rig], caplog: pytest.LogCaptureFixture
+) -> None:
+    rig = rig_factory(Keeper(always=True), flags=int(Cap.OOOC | Cap.READ_LEN))
+    with caplog.at_level(logging.ERROR, logger="tcmu.runner"):
+        rig.k.queue_cmd(TUR)
+        (done,) = rig.wait(1)
+    assert (done.status, done.uflags) == (0x02, 0)
+    assert done.sense[:18] == INTERNAL_FAILURE_SENSE
+    assert ("keep_buf needs the kernel's KEEP_BUF capability, which this ring does not offer "
+            "(mailbox flags 0x3); answering INTERNAL TARGET FAILURE") in caplog.text
+    assert "Traceback" not in caplog.text
