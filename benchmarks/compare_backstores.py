@@ -26,17 +26,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-PROJECT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT))
-
-from tcmu_harness.benchmarks import report  # noqa: E402
-from tcmu_harness.benchmarks.guest_backstores import BACKSTORES  # noqa: E402
-from tcmu_harness.benchmarks.lun_and_cdb import measure_cdbs, measure_luns, summarise  # noqa: E402
-from tcmu_harness.lun import DEFAULT_HANDLER, LunManager, LunSpec  # noqa: E402
-from tcmu_harness.vm.client import AgentError, VMError  # noqa: E402
-from tcmu_harness.vm.config import ACCELERATORS, VmConfig  # noqa: E402
-from tcmu_harness.vm.kernel import KernelError  # noqa: E402
-from tcmu_harness.vm.machine import VirtualMachine  # noqa: E402
+from tcmu_harness.benchmarks import report
+from tcmu_harness.benchmarks.guest_backstores import BACKSTORES
+from tcmu_harness.benchmarks.lun_and_cdb import measure_cdbs, measure_luns, summarise
+from tcmu_harness.lun import DEFAULT_HANDLER, LunManager, LunSpec
+from tcmu_harness.vm.client import AgentError, VMError
+from tcmu_harness.vm.config import ACCELERATORS, VmConfig
+from tcmu_harness.vm.kernel import KernelError
+from tcmu_harness.vm.machine import VirtualMachine
 
 SUITE_WALL_TIME = "see the README's CI figure (fresh-clone `.ci/run`)"
 
@@ -60,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
                         help=f"comma-separated subset of {','.join(BACKSTORES)}")
     parser.add_argument("--luns", type=int, default=5, help="LUN set-up/teardown cycles")
     parser.add_argument("--cdbs", type=int, default=100, help="SG_IO round trips per kind")
-    parser.add_argument("--out", type=Path, default=PROJECT / "reports" / "bench")
+    parser.add_argument("--out", type=Path, default=Path("reports") / "bench")
     return parser
 
 
@@ -104,7 +101,7 @@ def run_backstores(vm: VirtualMachine, args: argparse.Namespace,
             "--ramp", str(args.ramp), "--backstores", args.backstores]
     jobs = len([k for k in args.backstores.split(",") if k])
     timeout = jobs * ((args.runtime + args.ramp) * 6 + 400) + 60  # TCG on a loaded host
-    done = vm.run(argv, cwd=str(PROJECT), timeout=timeout, on_output=on_output)
+    done = vm.run(argv, cwd=os.getcwd(), timeout=timeout, on_output=on_output)
     if done.exit_code != 0 or done.timed_out:
         raise RuntimeError(f"the guest benchmark exited {done.exit_code} "
                            f"(timed out: {done.timed_out}): {done.stderr[-1500:]!r}")

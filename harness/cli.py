@@ -315,17 +315,11 @@ def _sigterm(signum: int, frame: object) -> None:
 
 
 def _bench(argv: list[str]) -> int:
-    """benchmarks/compare_backstores.py, which lives beside the package, not in it."""
-    import importlib.util
+    """benchmarks/compare_backstores.py (tcmu_harness.benchmarks), imported only when
+    asked for."""
+    from tcmu_harness.benchmarks import compare_backstores
 
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "compare_backstores.py"
-    spec = importlib.util.spec_from_file_location("compare_backstores", path)
-    if spec is None or spec.loader is None or not path.exists():
-        print(f"tcmu-harness: bench needs the checkout's {path}", file=sys.stderr)
-        return EXIT_USAGE
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return int(module.main(argv))
+    return int(compare_backstores.main(argv))
 
 
 def main(argv: list[str] | None = None) -> int:
