@@ -186,7 +186,8 @@ def resolve(options: Iterable[Option], given: Any,
     file, then the default. OptionError names the source of a bad value."""
     for option in options:
         value = getattr(given, option.dest, None)
-        if value not in (None, [], False):
+        # Unset: None, an empty list, a flag not given (`is`: a given 0 is a value).
+        if not (value is None or value is False or (isinstance(value, list) and not value)):
             continue
         text = os.environ.get(option.env)
         if text:

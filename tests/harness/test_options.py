@@ -33,6 +33,14 @@ def test_the_command_line_wins_over_the_environment_and_the_ini_file(
     assert got.vm_memory == 2048
 
 
+def test_a_zero_on_the_command_line_is_a_value_not_unset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    got = _parse(["--tcmu-cmd-time-out", "0", "--tcmu-fuzz-seed", "0"],
+                 {"TCMU_HARNESS_CMD_TIME_OUT": "30", "TCMU_HARNESS_FUZZ_SEED": "7"}, monkeypatch)
+    assert (got.cmd_time_out, got.fuzz_seed) == (0, 0)
+
+
 def test_the_environment_wins_over_the_ini_file(monkeypatch: pytest.MonkeyPatch) -> None:
     got = _parse([], {"TCMU_HARNESS_VM_MEMORY": "512"}, monkeypatch,
                  ini={"tcmu_vm_memory": "768"})
