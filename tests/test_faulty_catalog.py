@@ -1,6 +1,7 @@
 """The suites prove they can fail: every deliberately broken handler in tests/faulty/ is
-caught by the suite tests it names, in one pytest session (one VM boot) that runs each
-handler against only those tests.
+caught by the suite tests it names. The handlers are split over one pytest session per
+host core (at most two), run side by side, each one VM boot running each of its handlers
+against only the tests that must catch it.
 
 The catalog checks (names, docstrings, node ids) need no VM; the catch itself does.
 """
@@ -47,18 +48,43 @@ def test_caught_by_names_existing_suite_tests() -> None:
     assert not missing, "caught_by names tests that do not exist:\n" + "\n".join(missing)
 
 
+def _shards() -> int:
+    """Concurrent sessions (one VM each) the matrix is split over: most of its time is
+    LUN set-up in a guest that keeps one host core busy, so each core gets a session."""
+    return max(1, min(2, os.cpu_count() or 1))
+
+
 @pytest.mark.vm
 def test_the_suites_catch_every_faulty_handler(tmp_path: Path) -> None:
-    files, keyword = selection(HANDLERS)
-    junit = tmp_path / "faulty.xml"
-    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *files,
-            "-k", keyword, f"--junitxml={junit}"]
-    for handler in HANDLERS:
-        argv += ["--tcmu-handler", handler.spec]
-    proc = subprocess.run(argv, cwd=PROJECT, capture_output=True, text=True, check=False,
-                          timeout=3000, env=os.environ.copy())  # fmt: skip
-    assert junit.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
-    seen = outcomes(junit)
+    runs = []
+    for index in range(_shards()):
+        handlers = HANDLERS[index::_shards()]  # round robin: each shard gets every kind
+        files, keyword = selection(handlers)
+        junit = tmp_path / f"faulty-{index}.xml"
+        argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *files,
+                "-k", keyword, f"--junitxml={junit}"]
+        for handler in handlers:
+            argv += ["--tcmu-handler", handler.spec]
+        output = (tmp_path / f"faulty-{index}.out").open("w+")
+        proc = subprocess.Popen(argv, cwd=PROJECT, stdout=output, stderr=subprocess.STDOUT,
+                                text=True, env=os.environ.copy())  # fmt: skip
+        runs.append((proc, junit, output))
+    seen: dict[tuple[str, str], list[str]] = {}
+    tails = []
+    try:
+        for proc, junit, output in runs:
+            proc.wait(timeout=3000)
+            output.seek(0)
+            tail = output.read()[-4000:]
+            assert junit.exists(), tail
+            seen.update(outcomes(junit))
+            tails.append(tail)
+    finally:
+        for proc, _, output in runs:  # interrupted, timed out or failed: no orphan session
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=60)
+            output.close()
     escaped = []
     for handler in HANDLERS:
         for node in handler.caught_by:
@@ -66,4 +92,4 @@ def test_the_suites_catch_every_faulty_handler(tmp_path: Path) -> None:
             if "failed" not in results:
                 escaped.append(f"{handler.name} ({handler.breaks}) was not caught by {node}: "
                                f"{results or 'not run'}")
-    assert not escaped, "\n".join(escaped) + "\n" + proc.stdout[-4000:]
+    assert not escaped, "\n".join(escaped) + "\n" + "\n".join(tails)
